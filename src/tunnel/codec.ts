@@ -30,6 +30,9 @@ function protocolError(message: string): PosternError {
 }
 
 function header(type: FrameType, streamId: number, length: number): Buffer {
+  if (length > MAX_FRAME_PAYLOAD) {
+    throw new RangeError(`frame payload of ${length} bytes exceeds ${MAX_FRAME_PAYLOAD}`);
+  }
   const buf = Buffer.allocUnsafe(HEADER_SIZE + length);
   buf.writeUInt8(type, 0);
   buf.writeUInt32BE(streamId, 1);
@@ -64,6 +67,7 @@ export function encodeFrame(frame: Frame): Buffer {
       if (host.length === 0 || host.length > MAX_HOST_LENGTH) {
         throw new RangeError(`host must be 1..${MAX_HOST_LENGTH} bytes, got ${host.length}`);
       }
+      if (CONTROL_CHARACTER.test(frame.host)) throw new RangeError('host holds control characters');
       const buf = header(frame.type, frame.streamId, 4 + host.length);
       buf.writeUInt8(frame.kind, HEADER_SIZE);
       buf.writeUInt16BE(frame.port, HEADER_SIZE + 1);
@@ -105,6 +109,22 @@ function expectStream(type: string, streamId: number): void {
   if (streamId === 0) throw protocolError(`${type} must not use stream 0`);
 }
 
+/** Control characters (NUL among them) have no place in a host name or address. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/;
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+function decodeHost(bytes: Buffer): string {
+  let host: string;
+  try {
+    host = strictUtf8.decode(bytes);
+  } catch (err) {
+    throw new PosternError('POSTERN_ERR_PROTOCOL', 'OPEN host is not valid UTF-8', { cause: err });
+  }
+  if (CONTROL_CHARACTER.test(host)) throw protocolError('OPEN host holds control characters');
+  return host;
+}
+
 function decodeReason(type: string, payload: Buffer): { reason: Reason; message: string } {
   if (payload.length < 1) throw protocolError(`${type} payload must hold a reason code`);
   const reason = payload.readUInt8(0);
@@ -112,7 +132,10 @@ function decodeReason(type: string, payload: Buffer): { reason: Reason; message:
   return { reason, message: payload.toString('utf8', 1) };
 }
 
-function decodeJson(type: string, payload: Buffer): { version: number; info: Record<string, unknown> } {
+function decodeJson(
+  type: string,
+  payload: Buffer,
+): { version: number; info: Record<string, unknown> } {
   if (payload.length < 2) throw protocolError(`${type} payload must hold a version`);
   const version = payload.readUInt16BE(0);
   let info: unknown;
@@ -146,8 +169,7 @@ export function decodeFrame(type: number, streamId: number, payload: Buffer): Fr
       const port = payload.readUInt16BE(1);
       const hostLength = payload.readUInt8(3);
       expectLength('OPEN', payload, 4 + hostLength);
-      if (hostLength === 0) throw protocolError('OPEN host is empty');
-      return { type, streamId, kind, port, host: payload.toString('utf8', 4) };
+      return { type, streamId, kind, port, host: decodeHost(payload.subarray(4)) };
     }
     case FrameType.OPEN_OK:
       expectStream('OPEN_OK', streamId);
@@ -185,8 +207,9 @@ const knownTypes = new Set<number>(Object.values(FrameType));
 
 /**
  * Streaming decoder: accepts bytes in any split (one frame across many chunks, many frames in
- * one chunk) and returns the whole frames they complete. Throws POSTERN_ERR_PROTOCOL on the
- * first malformed frame; after that the decoder must not be used again.
+ * one chunk) and returns the whole frames they complete. Bytes are joined only once a whole
+ * frame is present, so reassembly stays linear however small the chunks. Throws
+ * POSTERN_ERR_PROTOCOL on the first malformed frame; the decoder must not be used after that.
  */
 export class FrameDecoder {
   #pending: Buffer[] = [];
@@ -198,35 +221,37 @@ export class FrameDecoder {
   }
 
   push(chunk: Buffer): Frame[] {
-    let buf = chunk;
-    if (this.#pendingLength > 0) {
+    if (chunk.length > 0) {
       this.#pending.push(chunk);
-      buf = Buffer.concat(this.#pending, this.#pendingLength + chunk.length);
-      this.#pending = [];
-      this.#pendingLength = 0;
+      this.#pendingLength += chunk.length;
     }
     const frames: Frame[] = [];
-    let offset = 0;
-    while (buf.length - offset >= HEADER_SIZE) {
-      const type = buf.readUInt8(offset);
+    while (this.#pendingLength >= HEADER_SIZE) {
+      let head = this.#pending[0]!;
+      if (head.length < HEADER_SIZE) head = this.#join();
+      const type = head.readUInt8(0);
       if (!knownTypes.has(type)) {
         throw protocolError(`unknown frame type 0x${type.toString(16).padStart(2, '0')}`);
       }
-      const streamId = buf.readUInt32BE(offset + 1);
-      const length = buf.readUInt32BE(offset + 5);
+      const streamId = head.readUInt32BE(1);
+      const length = head.readUInt32BE(5);
       if (length > MAX_FRAME_PAYLOAD) {
         throw protocolError(`frame payload of ${length} bytes exceeds ${MAX_FRAME_PAYLOAD}`);
       }
-      if (buf.length - offset - HEADER_SIZE < length) break;
-      const start = offset + HEADER_SIZE;
-      frames.push(decodeFrame(type, streamId, buf.subarray(start, start + length)));
-      offset = start + length;
-    }
-    if (offset < buf.length) {
-      const rest = buf.subarray(offset);
-      this.#pending.push(rest);
-      this.#pendingLength = rest.length;
+      const total = HEADER_SIZE + length;
+      if (this.#pendingLength < total) break;
+      if (head.length < total) head = this.#join();
+      frames.push(decodeFrame(type, streamId, head.subarray(HEADER_SIZE, total)));
+      if (head.length === total) this.#pending.shift();
+      else this.#pending[0] = head.subarray(total);
+      this.#pendingLength -= total;
     }
     return frames;
+  }
+
+  #join(): Buffer {
+    const joined = Buffer.concat(this.#pending, this.#pendingLength);
+    this.#pending = [joined];
+    return joined;
   }
 }

@@ -1,0 +1,165 @@
+import net from 'node:net';
+import { isPosternError, PosternError } from '../errors.js';
+import { Reason } from '../tunnel/constants.js';
+import type { AccessPolicy, LookupFunction, ResolvedAddress } from './policy.js';
+
+export interface DialOptions {
+  policy: AccessPolicy;
+  /** Deadline for the whole dial (resolution and every connect attempt), in milliseconds. */
+  timeoutMs: number;
+  /** Aborting it cancels the dial (reason CANCELLED). */
+  signal?: AbortSignal;
+  /** Resolver for the policy check; `dns.promises.lookup` by default. */
+  lookup?: LookupFunction;
+}
+
+/** Connect errors the user should hear about precisely; anything else is INTERNAL_ERROR. */
+const CONNECT_FAILURES = new Map<string, { reason: Reason; says: string }>([
+  ['ECONNREFUSED', { reason: Reason.CONNECTION_REFUSED, says: 'connection refused' }],
+  ['EHOSTUNREACH', { reason: Reason.HOST_UNREACHABLE, says: 'host unreachable' }],
+  ['ENETUNREACH', { reason: Reason.NETWORK_UNREACHABLE, says: 'network unreachable' }],
+  ['ETIMEDOUT', { reason: Reason.DIAL_TIMEOUT, says: 'connect timed out' }],
+]);
+
+/**
+ * Checks `host:port` against the policy, then connects by TCP to the addresses the policy passed,
+ * one at a time, in order, until one accepts. The whole dial shares one deadline of
+ * `options.timeoutMs`; it is a dial deadline only: the returned socket has no timeout and
+ * `setNoDelay(true)`, and the caller owns it.
+ *
+ * @throws PosternError `POSTERN_ERR_OPEN_FAILED` whose `reason` says what happened: FORBIDDEN,
+ * DNS_FAILURE, CONNECTION_REFUSED, HOST_UNREACHABLE, NETWORK_UNREACHABLE, DIAL_TIMEOUT, CANCELLED
+ * or INTERNAL_ERROR; `cause` keeps the underlying error.
+ */
+export async function dial(host: string, port: number, options: DialOptions): Promise<net.Socket> {
+  const target = net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
+  const stop = new AbortController();
+  const deadline = setTimeout(() => {
+    stop.abort(
+      new PosternError(
+        'POSTERN_ERR_OPEN_FAILED',
+        `dial ${target} timed out after ${options.timeoutMs} ms`,
+        { reason: Reason.DIAL_TIMEOUT },
+      ),
+    );
+  }, options.timeoutMs);
+  const cancel = (): void => {
+    stop.abort(
+      new PosternError('POSTERN_ERR_OPEN_FAILED', `dial ${target} was cancelled`, {
+        reason: Reason.CANCELLED,
+        cause: options.signal?.reason,
+      }),
+    );
+  };
+  options.signal?.addEventListener('abort', cancel, { once: true });
+  try {
+    if (options.signal?.aborted) cancel();
+    stop.signal.throwIfAborted();
+    const decision = await untilStopped(
+      options.policy.check(host, port, options.lookup),
+      stop.signal,
+    );
+    if (!decision.allowed) {
+      throw new PosternError('POSTERN_ERR_OPEN_FAILED', decision.message, {
+        reason: decision.reason,
+        cause: decision.cause,
+      });
+    }
+    return await connectToFirst(target, decision.addresses, port, stop.signal);
+  } catch (err) {
+    if (isPosternError(err, 'POSTERN_ERR_OPEN_FAILED')) throw err;
+    throw new PosternError('POSTERN_ERR_OPEN_FAILED', `dial ${target} failed: ${String(err)}`, {
+      reason: Reason.INTERNAL_ERROR,
+      cause: err,
+    });
+  } finally {
+    clearTimeout(deadline);
+    options.signal?.removeEventListener('abort', cancel);
+  }
+}
+
+/**
+ * Settles with `work`, or rejects with the stop reason as soon as `signal` aborts. `work` cannot
+ * be cancelled (a lookup runs to its end); whatever it settles with after a stop has no one
+ * left to hear it.
+ */
+function untilStopped<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onStop = (): void => reject(signal.reason);
+    signal.addEventListener('abort', onStop, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onStop));
+  });
+}
+
+async function connectToFirst(
+  target: string,
+  addresses: readonly ResolvedAddress[],
+  port: number,
+  signal: AbortSignal,
+): Promise<net.Socket> {
+  const failures: NodeJS.ErrnoException[] = [];
+  for (const { address } of addresses) {
+    try {
+      return await connectOnce(address, port, signal);
+    } catch (err) {
+      if (signal.aborted) throw err;
+      failures.push(err as NodeJS.ErrnoException);
+    }
+  }
+  throw connectFailure(target, addresses, failures[failures.length - 1]);
+}
+
+function connectFailure(
+  target: string,
+  addresses: readonly ResolvedAddress[],
+  last: NodeJS.ErrnoException | undefined,
+): PosternError {
+  const tried = addresses.map((resolved) => resolved.address).join(', ');
+  const known = last?.code === undefined ? undefined : CONNECT_FAILURES.get(last.code);
+  let what: string;
+  if (last === undefined) what = 'no address to try';
+  else if (known === undefined) what = String(last);
+  else what = `${known.says} (${last.code})`;
+  return new PosternError(
+    'POSTERN_ERR_OPEN_FAILED',
+    `cannot connect to ${target} (tried ${tried}): ${what}`,
+    {
+      reason: known?.reason ?? Reason.INTERNAL_ERROR,
+      cause: last,
+    },
+  );
+}
+
+/** One TCP connect to an IP address (so no lookup happens); rejects when `signal` aborts. */
+function connectOnce(address: string, port: number, signal: AbortSignal): Promise<net.Socket> {
+  return new Promise<net.Socket>((resolve, reject) => {
+    if (signal.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const socket = net.connect({ host: address, port });
+    const detach = (): void => {
+      socket.off('connect', onConnect);
+      socket.off('error', onError);
+      signal.removeEventListener('abort', onAbort);
+    };
+    const onConnect = (): void => {
+      detach();
+      socket.setNoDelay(true);
+      resolve(socket);
+    };
+    // A failed connect has already destroyed the socket: destroying it again is not ours to do.
+    const onError = (err: Error): void => {
+      detach();
+      reject(err);
+    };
+    const onAbort = (): void => {
+      detach();
+      socket.destroy();
+      reject(signal.reason);
+    };
+    socket.once('connect', onConnect);
+    socket.once('error', onError);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}

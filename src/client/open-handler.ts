@@ -1,0 +1,52 @@
+/**
+ * What the client does when the gateway opens a stream: check the access policy, dial the
+ * target, answer OPEN_OK or OPEN_ERROR with the precise reason, then join socket and stream.
+ */
+import { isPosternError } from '../errors.js';
+import type { Logger } from '../observability/logger.js';
+import { Reason, reasonName, StreamKind } from '../tunnel/constants.js';
+import type { IncomingOpen } from '../tunnel/session.js';
+import { splice } from '../tunnel/splice.js';
+import { dial } from './dialer.js';
+import type { AccessPolicy } from './policy.js';
+
+export interface OpenHandlerOptions {
+  policy: AccessPolicy;
+  dialTimeoutMs: number;
+  logger: Logger;
+}
+
+export async function handleOpen(open: IncomingOpen, options: OpenHandlerOptions): Promise<void> {
+  const { host, port, kind } = open.target;
+  const log = options.logger.child({ stream: open.streamId, target: `${host}:${port}` });
+  if (kind !== StreamKind.TCP) {
+    open.reject(Reason.UNSUPPORTED, 'only TCP streams are supported by this client');
+    return;
+  }
+  let socket: Awaited<ReturnType<typeof dial>>;
+  try {
+    socket = await dial(host, port, {
+      policy: options.policy,
+      timeoutMs: options.dialTimeoutMs,
+      signal: open.signal,
+    });
+  } catch (err) {
+    const reason =
+      isPosternError(err) && err.reason !== undefined ? err.reason : Reason.INTERNAL_ERROR;
+    const message = err instanceof Error ? err.message : String(err);
+    if (reason === Reason.FORBIDDEN)
+      log.warn({ reason: reasonName(reason), message }, 'refused by policy');
+    else log.info({ reason: reasonName(reason), message }, 'dial failed');
+    open.reject(reason, message);
+    return;
+  }
+  if (open.signal.aborted) {
+    log.debug('open cancelled by the gateway after the dial');
+    socket.destroy();
+    return;
+  }
+  const stream = open.accept();
+  log.debug('stream open');
+  await splice(socket, stream);
+  log.debug('stream closed');
+}

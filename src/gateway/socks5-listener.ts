@@ -1,0 +1,81 @@
+/**
+ * The SOCKS5 front door: a TCP listener whose connections speak SOCKS5 and are routed, by the
+ * group their credentials select, through a client's tunnel.
+ */
+import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
+import type { Logger } from '../observability/logger.js';
+import { StreamKind } from '../tunnel/constants.js';
+import type { FailureLimiter, GroupAuthority } from './auth.js';
+import type { SessionRegistry } from './registry.js';
+import { serveSocks5 } from './socks5.js';
+
+export interface Socks5ListenerOptions {
+  host: string;
+  port: number;
+  authority: GroupAuthority;
+  limiter: FailureLimiter;
+  registry: SessionRegistry;
+  openTimeoutMs: number;
+  handshakeTimeoutMs: number;
+  logger: Logger;
+}
+
+export class Socks5Listener {
+  #options: Socks5ListenerOptions;
+  #server: Server;
+  #connections = new Set<Promise<void>>();
+  #connectionCounter = 0;
+
+  constructor(options: Socks5ListenerOptions) {
+    this.#options = options;
+    this.#server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) =>
+      this.#serve(socket),
+    );
+  }
+
+  listen(): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(this.#options.port, this.#options.host, () => {
+        this.#server.off('error', reject);
+        resolve(this.#server.address() as AddressInfo);
+      });
+    });
+  }
+
+  /** Stops accepting; resolves when every connection it served has finished. */
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    await Promise.all(this.#connections);
+  }
+
+  #serve(socket: Socket): void {
+    const { authority, limiter, registry, openTimeoutMs, handshakeTimeoutMs } = this.#options;
+    const remote = socket.remoteAddress ?? 'unknown';
+    const logger = this.#options.logger.child({ conn: ++this.#connectionCounter, remote });
+    const done = serveSocks5(socket, {
+      handshakeTimeoutMs,
+      logger,
+      authenticate: async (username, password) => {
+        if (limiter.isBlocked(remote)) return null;
+        const signal = AbortSignal.timeout(handshakeTimeoutMs);
+        await limiter.wait(remote, signal);
+        const check = await authority.checkGroup(username, password, false);
+        if (check === 'ok') {
+          limiter.recordSuccess(remote);
+          return username;
+        }
+        limiter.recordFailure(remote);
+        return null;
+      },
+      connect: (group, target, signal) =>
+        registry.open(
+          group,
+          { kind: StreamKind.TCP, host: target.host, port: target.port },
+          { timeoutMs: openTimeoutMs, signal },
+        ),
+    });
+    this.#connections.add(done);
+    void done.then(() => this.#connections.delete(done));
+  }
+}

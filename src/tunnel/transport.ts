@@ -1,0 +1,197 @@
+/**
+ * The frame transport: what a Session sees of the tunnel. The WebSocket implementation owns
+ * the `ws` socket, its heartbeat timers and the frame decoder; the session never touches the
+ * WebSocket itself, so it can also run over an in-memory pair in tests.
+ */
+import type WebSocket from 'ws';
+import { PosternError } from '../errors.js';
+import { type Frame, FrameDecoder } from './codec.js';
+import { CloseCode } from './constants.js';
+
+export interface TransportCloseInfo {
+  code: number;
+  reason: string;
+  /** The first error that ended the transport, if it did not end by an orderly close. */
+  error: Error | undefined;
+}
+
+export interface TransportHandlers {
+  frame(frame: Frame): void;
+  /** The send buffer fell below its low-water mark after `writable` had been false. */
+  drain(): void;
+  /** Called exactly once, when the transport has ended for any reason. */
+  close(info: TransportCloseInfo): void;
+}
+
+export interface FrameTransport {
+  /** Replaces the handlers (the handshake hands the transport over to the session). */
+  setHandlers(handlers: TransportHandlers): void;
+  /** Queues one encoded frame. A no-op once the transport is closing. */
+  send(frame: Buffer): void;
+  /** False while the bytes queued but not yet written exceed the high-water mark. */
+  readonly writable: boolean;
+  /** Orderly close with a WebSocket close code; idempotent. `error` is reported as the cause. */
+  close(code: number, reason: string, error?: Error): void;
+  /** Immediate teardown; idempotent. */
+  destroy(error?: Error): void;
+  readonly remoteAddress: string;
+}
+
+export interface WebSocketTransportOptions {
+  heartbeatIntervalMs: number;
+  heartbeatTimeoutMs: number;
+  /** Queued-byte level above which `writable` turns false. */
+  highWaterMark?: number;
+  remoteAddress: string;
+}
+
+const DEFAULT_HIGH_WATER_MARK = 512 * 1024;
+/** ws caps close reasons at 123 bytes. */
+const MAX_CLOSE_REASON = 120;
+
+function closeReason(text: string): string {
+  const buf = Buffer.from(text, 'utf8');
+  return buf.length <= MAX_CLOSE_REASON ? text : buf.subarray(0, MAX_CLOSE_REASON).toString('utf8');
+}
+
+export class WebSocketTransport implements FrameTransport {
+  readonly remoteAddress: string;
+  #ws: WebSocket;
+  #handlers: TransportHandlers;
+  #decoder = new FrameDecoder();
+  #queuedBytes = 0;
+  #highWaterMark: number;
+  #blocked = false;
+  #ending = false;
+  #finished = false;
+  #error: Error | undefined;
+  #lastHeardAt = performance.now();
+  #heartbeatTimeoutMs: number;
+  #pingTimer: NodeJS.Timeout;
+  #livenessTimer: NodeJS.Timeout;
+
+  constructor(ws: WebSocket, options: WebSocketTransportOptions, handlers: TransportHandlers) {
+    this.#ws = ws;
+    this.#handlers = handlers;
+    this.remoteAddress = options.remoteAddress;
+    this.#highWaterMark = options.highWaterMark ?? DEFAULT_HIGH_WATER_MARK;
+    this.#heartbeatTimeoutMs = options.heartbeatTimeoutMs;
+    ws.binaryType = 'nodebuffer';
+    ws.on('message', (data, isBinary) => this.#onMessage(data as Buffer, isBinary));
+    ws.on('ping', () => this.#heard());
+    ws.on('pong', () => this.#heard());
+    ws.on('error', (err) => this.#recordError(err));
+    ws.on('close', (code, reason) => this.#finish(code, reason.toString('utf8')));
+    this.#pingTimer = setInterval(() => this.#ping(), options.heartbeatIntervalMs);
+    this.#livenessTimer = setTimeout(() => this.#checkLiveness(), this.#heartbeatTimeoutMs);
+  }
+
+  setHandlers(handlers: TransportHandlers): void {
+    this.#handlers = handlers;
+  }
+
+  get writable(): boolean {
+    return this.#queuedBytes < this.#highWaterMark;
+  }
+
+  send(frame: Buffer): void {
+    if (this.#ending) return;
+    const length = frame.length;
+    this.#queuedBytes += length;
+    if (!this.writable) this.#blocked = true;
+    this.#ws.send(frame, { binary: true }, (err) => {
+      this.#queuedBytes -= length;
+      // A failed write also ends the socket; ws reports that through 'close', where it is handled.
+      if (err) this.#recordError(err);
+      if (this.#blocked && this.#queuedBytes <= this.#highWaterMark / 2 && !this.#ending) {
+        this.#blocked = false;
+        this.#handlers.drain();
+      }
+    });
+  }
+
+  close(code: number, reason: string, error?: Error): void {
+    if (error) this.#recordError(error);
+    if (this.#ending) return;
+    this.#ending = true;
+    this.#stopTimers();
+    this.#ws.close(code, closeReason(reason));
+  }
+
+  destroy(error?: Error): void {
+    if (error) this.#recordError(error);
+    if (this.#finished) return;
+    this.#ending = true;
+    this.#stopTimers();
+    this.#ws.terminate();
+  }
+
+  #onMessage(data: Buffer, isBinary: boolean): void {
+    this.#heard();
+    if (this.#ending) return;
+    if (!isBinary) {
+      this.#protocolError(new PosternError('POSTERN_ERR_PROTOCOL', 'text message on the tunnel'));
+      return;
+    }
+    let frames: Frame[];
+    try {
+      frames = this.#decoder.push(data);
+    } catch (err) {
+      this.#protocolError(err as Error);
+      return;
+    }
+    for (const frame of frames) {
+      if (this.#ending) return;
+      this.#handlers.frame(frame);
+    }
+  }
+
+  #protocolError(error: Error): void {
+    this.close(CloseCode.PROTOCOL_ERROR, error.message, error);
+  }
+
+  #heard(): void {
+    this.#lastHeardAt = performance.now();
+  }
+
+  #ping(): void {
+    this.#ws.ping();
+  }
+
+  #checkLiveness(): void {
+    const silentFor = performance.now() - this.#lastHeardAt;
+    if (silentFor >= this.#heartbeatTimeoutMs) {
+      this.destroy(
+        new PosternError(
+          'POSTERN_ERR_HEARTBEAT_TIMEOUT',
+          `no frame or pong from the peer for ${Math.round(silentFor)} ms`,
+        ),
+      );
+      return;
+    }
+    this.#livenessTimer = setTimeout(
+      () => this.#checkLiveness(),
+      this.#heartbeatTimeoutMs - silentFor,
+    );
+  }
+
+  #recordError(error: Error): void {
+    this.#error ??= error;
+  }
+
+  #stopTimers(): void {
+    clearInterval(this.#pingTimer);
+    clearTimeout(this.#livenessTimer);
+  }
+
+  #finish(code: number, reason: string): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#ending = true;
+    this.#stopTimers();
+    const error = this.#error;
+    const heartbeat =
+      error instanceof PosternError && error.code === 'POSTERN_ERR_HEARTBEAT_TIMEOUT';
+    this.#handlers.close({ code: heartbeat ? CloseCode.HEARTBEAT_TIMEOUT : code, reason, error });
+  }
+}
