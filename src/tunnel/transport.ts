@@ -95,7 +95,8 @@ export class WebSocketTransport implements FrameTransport {
   }
 
   send(frame: Buffer): void {
-    if (this.#ending) return;
+    // After a close frame from either side the socket takes no more data messages.
+    if (this.#ending || this.#ws.readyState !== this.#ws.OPEN) return;
     const length = frame.length;
     this.#queuedBytes += length;
     if (!this.writable) this.#blocked = true;
