@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer } from 'ws';
+import { TUNNEL_PATH } from '../config/schema.js';
 import { PosternError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { ServerCertificate } from '../tls/certificates.js';
@@ -23,7 +24,6 @@ import { WebSocketTransport } from '../tunnel/transport.js';
 import type { FailureLimiter, GroupAuthority } from './auth.js';
 import type { SessionRegistry } from './registry.js';
 
-export const TUNNEL_PATH = '/tunnel';
 
 export interface TunnelEndpointOptions {
   host: string;
