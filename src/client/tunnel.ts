@@ -179,6 +179,9 @@ export class ClientTunnel extends EventEmitter {
       perMessageDeflate: false,
       maxPayload: MAX_FRAME_PAYLOAD + HEADER_SIZE,
       handshakeTimeout: handshakeTimeoutMs,
+      // RFC 6455 masking protects plaintext intermediaries from cache poisoning; inside TLS it
+      // only costs a copy. An all-zero key makes ws skip it.
+      generateMask: (mask: Buffer) => mask.fill(0),
       ...tlsOptionsFor(trust),
     });
     return new Promise((resolve, reject) => {

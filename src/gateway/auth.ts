@@ -64,7 +64,11 @@ export class GroupAuthority {
   async checkGroup(groupId: string, password: string, bind: boolean): Promise<GroupCheck> {
     let secret = this.#groups.get(groupId);
     if (!secret) {
-      if (!bind) return 'unknown';
+      if (!bind) {
+        // Pay the same scrypt as a known group, so timing does not tell which groups exist.
+        await scryptAsync(password, this.#cacheKey, HASH_LENGTH);
+        return 'unknown';
+      }
       secret = hashPassword(password);
       this.#groups.set(groupId, secret);
     }

@@ -27,6 +27,7 @@ export class SessionRegistry extends EventEmitter {
    * removed from routing at once and returned so its owner can close it.
    */
   add(entry: ClientSession): ClientSession | undefined {
+    if (entry.session.state === 'closed') return undefined;
     const key = replicaKey(entry);
     const previous = this.#byReplica.get(key);
     if (previous) this.#remove(previous);

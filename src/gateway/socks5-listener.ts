@@ -58,15 +58,13 @@ export class Socks5Listener {
       logger,
       authenticate: async (username, password) => {
         if (limiter.isBlocked(remote)) return null;
-        const signal = AbortSignal.timeout(handshakeTimeoutMs);
-        await limiter.wait(remote, signal);
-        const check = await authority.checkGroup(username, password, false);
-        if (check === 'ok') {
-          limiter.recordSuccess(remote);
-          return username;
-        }
+        // Counted as a failure until it succeeds, so parallel guesses are slowed down too.
         limiter.recordFailure(remote);
-        return null;
+        await limiter.wait(remote, AbortSignal.timeout(handshakeTimeoutMs));
+        const check = await authority.checkGroup(username, password, false);
+        if (check !== 'ok') return null;
+        limiter.recordSuccess(remote);
+        return username;
       },
       connect: (group, target, signal) =>
         registry.open(

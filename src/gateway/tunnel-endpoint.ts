@@ -129,15 +129,15 @@ export class TunnelEndpoint {
       if (limiter.isBlocked(remote)) {
         throw new HandshakeError(CloseCode.RATE_LIMITED, 'too many failed attempts; try later');
       }
+      // Counted as a failure until it succeeds, so parallel guesses are slowed down too.
+      limiter.recordFailure(remote);
       await limiter.wait(remote, this.#shutdown.signal);
       const hello = parseHello(await channel.next(this.#options.handshakeTimeoutMs));
       if (!authority.checkGatewayCredentials(hello.auth_username, hello.auth_password)) {
-        limiter.recordFailure(remote);
         throw new HandshakeError(CloseCode.UNAUTHORIZED, 'wrong gateway credentials');
       }
       const check = await authority.checkGroup(hello.group_id, hello.group_password, true);
       if (check !== 'ok') {
-        limiter.recordFailure(remote);
         throw new HandshakeError(
           CloseCode.GROUP_PASSWORD_MISMATCH,
           `group "${hello.group_id}" is bound to another password`,

@@ -46,6 +46,8 @@ export interface WebSocketTransportOptions {
 }
 
 const DEFAULT_HIGH_WATER_MARK = 512 * 1024;
+/** How long an orderly close may wait for the peer's close frame before the socket is dropped. */
+const CLOSE_GRACE_MS = 3_000;
 /** ws caps close reasons at 123 bytes. */
 const MAX_CLOSE_REASON = 120;
 
@@ -69,6 +71,7 @@ export class WebSocketTransport implements FrameTransport {
   #heartbeatTimeoutMs: number;
   #pingTimer: NodeJS.Timeout;
   #livenessTimer: NodeJS.Timeout;
+  #closeTimer: NodeJS.Timeout | undefined;
 
   constructor(ws: WebSocket, options: WebSocketTransportOptions, handlers: TransportHandlers) {
     this.#ws = ws;
@@ -117,6 +120,8 @@ export class WebSocketTransport implements FrameTransport {
     this.#ending = true;
     this.#stopTimers();
     this.#ws.close(code, closeReason(reason));
+    // A peer that never answers the close frame must not hold the shutdown up.
+    this.#closeTimer = setTimeout(() => this.#ws.terminate(), CLOSE_GRACE_MS);
   }
 
   destroy(error?: Error): void {
@@ -190,6 +195,7 @@ export class WebSocketTransport implements FrameTransport {
     this.#finished = true;
     this.#ending = true;
     this.#stopTimers();
+    clearTimeout(this.#closeTimer);
     const error = this.#error;
     const heartbeat =
       error instanceof PosternError && error.code === 'POSTERN_ERR_HEARTBEAT_TIMEOUT';
