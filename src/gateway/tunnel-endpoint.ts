@@ -56,6 +56,8 @@ export class TunnelEndpoint {
       cert: options.certificate.cert,
       key: options.certificate.key,
       handshakeTimeout: options.handshakeTimeoutMs,
+      // Node enforces headersTimeout only at this interval (30 s by default).
+      connectionsCheckingInterval: Math.min(1_000, options.handshakeTimeoutMs),
     });
     this.#server.headersTimeout = options.handshakeTimeoutMs;
     this.#server.requestTimeout = options.handshakeTimeoutMs;
