@@ -24,7 +24,6 @@ import { WebSocketTransport } from '../tunnel/transport.js';
 import type { FailureLimiter, GroupAuthority } from './auth.js';
 import type { SessionRegistry } from './registry.js';
 
-
 export interface TunnelEndpointOptions {
   host: string;
   port: number;

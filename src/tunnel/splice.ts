@@ -13,7 +13,7 @@ export function splice(socket: Socket, stream: Duplex): Promise<void> {
     if (!stream.destroyed) stream.destroy(err);
   });
   stream.on('error', () => {
-    if (!socket.destroyed) socket.resetAndDestroy();
+    resetSocket(socket);
   });
   socket.pipe(stream);
   stream.pipe(socket);
@@ -26,9 +26,21 @@ export function splice(socket: Socket, stream: Duplex): Promise<void> {
   });
   const streamClosed = new Promise<void>((resolve) => {
     stream.once('close', () => {
-      if (!socket.destroyed && !bothWaysDone()) socket.resetAndDestroy();
+      if (!bothWaysDone()) resetSocket(socket);
       resolve();
     });
   });
   return Promise.all([socketClosed, streamClosed]).then(() => undefined);
+}
+
+/**
+ * Ends a socket with a TCP RST where the kernel allows it. libuv refuses to reset a socket whose
+ * shutdown (FIN) is still in flight (EINVAL) and Node then never emits 'close' for it, so such a
+ * socket is destroyed plainly: its FIN is on the way and the kernel answers any further data from
+ * the peer with a RST.
+ */
+export function resetSocket(socket: Socket): void {
+  if (socket.destroyed) return;
+  if (socket.writableEnded && !socket.writableFinished) socket.destroy();
+  else socket.resetAndDestroy();
 }

@@ -1,0 +1,112 @@
+/**
+ * splice() joins a real TCP socket to a stream. These tests pin down how a failure on one side
+ * reaches the other, and that both sides always close (splice's promise is what the front doors
+ * wait for on shutdown).
+ */
+import './helpers/fail-on-unhandled.js';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
+import { Duplex } from 'node:stream';
+import { test } from 'node:test';
+import { splice } from '../src/tunnel/splice.js';
+
+/** A connected pair of real sockets on 127.0.0.1: `near` is spliced, `far` plays the user. */
+async function socketPair(): Promise<{ near: Socket; far: Socket; close: () => Promise<void> }> {
+  const server = createServer({ allowHalfOpen: true });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const accepted = once(server, 'connection') as Promise<[Socket]>;
+  const far = connect({ port: (server.address() as AddressInfo).port, host: '127.0.0.1' });
+  far.on('error', () => undefined);
+  const [near] = await accepted;
+  return {
+    near,
+    far,
+    close: async () => {
+      far.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** A stream whose readable side the test drives by hand; writes are accepted and kept. */
+function manualStream(): Duplex & { written: Buffer[] } {
+  const written: Buffer[] = [];
+  const stream = new Duplex({
+    read: () => undefined,
+    write(chunk: Buffer, _encoding, callback) {
+      written.push(chunk);
+      callback();
+      stream.emit('wrote');
+    },
+  });
+  return Object.assign(stream, { written });
+}
+
+function closed(emitter: Socket): Promise<void> {
+  return emitter.closed ? Promise.resolve() : new Promise((r) => emitter.once('close', () => r()));
+}
+
+test('a stream reset just as it ended toward the user still closes the socket', {
+  timeout: 10_000,
+}, async () => {
+  const { near, far, close } = await socketPair();
+  const stream = manualStream();
+  const done = splice(near, stream);
+  far.resume();
+  // splice's pipe ends the socket on 'end' (its listener runs first); the reset then comes while
+  // the socket's shutdown is still in flight, when the kernel refuses a TCP RST.
+  stream.once('end', () => stream.destroy(new Error('reset by peer')));
+  stream.push('reply');
+  stream.push(null);
+  await done;
+  assert.equal(near.destroyed, true);
+  await close();
+});
+
+test('a stream reset mid-transfer resets the user socket', async () => {
+  const { near, far, close } = await socketPair();
+  const stream = manualStream();
+  const done = splice(near, stream);
+  const farError = once(far, 'error') as Promise<[NodeJS.ErrnoException]>;
+  stream.push('partial');
+  await once(far, 'data');
+  stream.destroy(new Error('reset by peer'));
+  await done;
+  const [error] = await farError;
+  assert.equal(error.code, 'ECONNRESET');
+  await closed(far);
+  await close();
+});
+
+test('the user leaving mid-transfer destroys the stream', async () => {
+  const { near, far, close } = await socketPair();
+  const stream = manualStream();
+  const done = splice(near, stream);
+  far.write('request');
+  await once(stream, 'wrote');
+  far.resetAndDestroy();
+  await done;
+  assert.equal(stream.destroyed, true);
+  assert.equal(Buffer.concat(stream.written).toString(), 'request');
+  await close();
+});
+
+test('both sides ending cleanly closes both without a reset', async () => {
+  const { near, far, close } = await socketPair();
+  const stream = manualStream();
+  const done = splice(near, stream);
+  const farGot: Buffer[] = [];
+  far.on('data', (chunk: Buffer) => farGot.push(chunk));
+  const farEnded = once(far, 'end');
+  far.end('request');
+  stream.push('reply');
+  stream.push(null);
+  await farEnded;
+  await done;
+  assert.equal(Buffer.concat(farGot).toString(), 'reply');
+  assert.equal(Buffer.concat(stream.written).toString(), 'request');
+  assert.equal(stream.errored, null);
+  await close();
+});
