@@ -70,6 +70,11 @@ commonOptions(
     .description('run the gateway (tunnel endpoint and proxy front doors)')
     .option('--listen <addr>', 'tunnel endpoint address (gateway.listen_addr)')
     .option('--socks5 <addr>', 'SOCKS5 front door address (gateway.proxy.socks5.listen_addr)')
+    .option('--http <addr>', 'HTTP proxy address (gateway.proxy.http.listen_addr)')
+    .option(
+      '--https <addr>',
+      'HTTPS proxy address, TLS to the proxy itself (gateway.proxy.https.listen_addr)',
+    )
     .option('--tls-cert <file>', 'certificate file (gateway.tls_cert)')
     .option('--tls-key <file>', 'private key file (gateway.tls_key)')
     .option('--auth-username <name>', 'username clients must present (gateway.auth_username)')
@@ -80,6 +85,8 @@ commonOptions(
     config = load(flags, 'gateway', {
       'gateway.listen_addr': flags.listen,
       'gateway.proxy.socks5.listen_addr': flags.socks5,
+      'gateway.proxy.http.listen_addr': flags.http,
+      'gateway.proxy.https.listen_addr': flags.https,
       'gateway.tls_cert': flags.tlsCert,
       'gateway.tls_key': flags.tlsKey,
       'gateway.auth_username': flags.authUsername,

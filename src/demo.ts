@@ -46,13 +46,14 @@ export async function startDemo(logger: Logger): Promise<Demo> {
       handshake_timeout: 10_000,
       drain_timeout: 5_000,
       open_timeout: 15_000,
-      proxy: { socks5: { listen_addr: '127.0.0.1:0' } },
+      proxy: { socks5: { listen_addr: '127.0.0.1:0' }, http: { listen_addr: '127.0.0.1:0' } },
       groups: [{ id: GROUP, password }],
     },
     logger.child({ role: 'gateway' }),
   );
   const tunnelPort = gateway.addresses.tunnel.port;
   const socksPort = gateway.addresses.socks5!.port;
+  const httpPort = gateway.addresses.http!.port;
   const connected = new Promise<void>((resolve) => {
     const check = () => {
       if (gateway.registry.hasGroup(GROUP)) {
@@ -82,7 +83,8 @@ export async function startDemo(logger: Logger): Promise<Demo> {
     logger.child({ role: 'client' }),
   );
   await connected;
-  const proxy = `${GROUP}:${password}@127.0.0.1:${socksPort}`;
+  const credentials = `${GROUP}:${password}`;
+  const proxy = `${credentials}@127.0.0.1:${socksPort}`;
   return {
     gateway,
     client,
@@ -91,6 +93,7 @@ export async function startDemo(logger: Logger): Promise<Demo> {
     curlLines: [
       `curl --socks5-hostname ${proxy} http://127.0.0.1:${webPort}/`,
       `curl --socks5-hostname ${proxy} http://localhost:${webPort}/hello`,
+      `curl -x http://${credentials}@127.0.0.1:${httpPort} http://127.0.0.1:${webPort}/`,
     ],
     async close() {
       await client.close();

@@ -116,7 +116,7 @@ describe('command line', () => {
       child.stdout.on('data', (chunk: Buffer) => {
         stdout += chunk.toString();
         const lines = stdout.split('\n').filter((line) => line.trim().startsWith('curl '));
-        if (lines.length === 2 && stdout.includes('Ctrl-C'))
+        if (lines.length === 3 && stdout.includes('Ctrl-C'))
           resolve(lines.map((line) => line.trim()));
       });
       child.once('exit', () => reject(new Error(`demo exited early:\n${stderr}`)));

@@ -76,7 +76,7 @@ describe('defaults', () => {
       handshake_timeout: 10_000,
       drain_timeout: 10_000,
       open_timeout: 15_000,
-      proxy: { socks5: {} },
+      proxy: { socks5: {}, http: {}, https: {} },
       groups: [],
     });
     assert.equal(config.client, undefined);
@@ -496,6 +496,58 @@ ${MINIMAL_CLIENT}
       describeConfig(load({ sections: ['gateway'] })),
       'ok: gateway on :8443 (socks5 off)',
     );
+  });
+
+  test('names the HTTP and HTTPS proxies when they are on', () => {
+    const config = load({
+      sections: ['gateway'],
+      overrides: {
+        'gateway.proxy.http.listen_addr': '127.0.0.1:8080',
+        'gateway.proxy.https.listen_addr': ':8443',
+      },
+    });
+    assert.equal(
+      describeConfig(config),
+      'ok: gateway on :8443 (socks5 off, http 127.0.0.1:8080, https :8443)',
+    );
+  });
+});
+
+describe('HTTP and HTTPS proxy keys', () => {
+  test('listen addresses and the HTTPS certificate are read from the file and the environment', () => {
+    const config = load({
+      file: yamlFile(`
+gateway:
+  proxy:
+    http:
+      listen_addr: 127.0.0.1:3128
+    https:
+      tls_cert: /etc/postern/proxy.pem
+      tls_key: /etc/postern/proxy.key
+`),
+      env: { POSTERN_GATEWAY_PROXY_HTTPS_LISTEN_ADDR: '[::1]:3129' },
+    });
+    assert.deepEqual(config.gateway?.proxy.http, { listen_addr: '127.0.0.1:3128' });
+    assert.deepEqual(config.gateway?.proxy.https, {
+      listen_addr: '[::1]:3129',
+      tls_cert: '/etc/postern/proxy.pem',
+      tls_key: '/etc/postern/proxy.key',
+    });
+  });
+
+  test('an HTTPS proxy certificate needs its key, and a bad address is named', () => {
+    const error = loadError({
+      file: yamlFile(`
+gateway:
+  proxy:
+    http:
+      listen_addr: "3128"
+    https:
+      tls_cert: /etc/postern/proxy.pem
+`),
+    });
+    assert.match(issueAt(error, 'gateway.proxy.https.tls_key'), /required when tls_cert is set/);
+    assert.match(issueAt(error, 'gateway.proxy.http.listen_addr'), /did you mean ":3128"/);
   });
 });
 

@@ -173,8 +173,13 @@ export function describeConfig(config: PosternConfig): string {
 
 function describeGateway(gateway: GatewayConfig): string {
   const socks5 = gateway.proxy.socks5.listen_addr ?? 'off';
+  // The HTTP proxies are named only when on, so the common line stays short.
+  const httpProxies = (['http', 'https'] as const)
+    .filter((kind) => gateway.proxy[kind].listen_addr !== undefined)
+    .map((kind) => `, ${kind} ${gateway.proxy[kind].listen_addr}`)
+    .join('');
   const groups = gateway.groups.length === 0 ? '' : `, ${plural(gateway.groups.length, 'group')}`;
-  return `gateway on ${gateway.listen_addr} (socks5 ${socks5}${groups})`;
+  return `gateway on ${gateway.listen_addr} (socks5 ${socks5}${httpProxies}${groups})`;
 }
 
 function describeClient(client: ClientConfig): string {

@@ -215,6 +215,15 @@ const gatewaySchema = z
     proxy: z
       .strictObject({
         socks5: z.strictObject({ listen_addr: listenAddr.optional() }).prefault({}),
+        http: z.strictObject({ listen_addr: listenAddr.optional() }).prefault({}),
+        https: z
+          .strictObject({
+            listen_addr: listenAddr.optional(),
+            tls_cert: filePath.optional(),
+            tls_key: filePath.optional(),
+          })
+          .superRefine((value, ctx) => bothOrNeither(value, ctx, 'tls_cert', 'tls_key'), whenObject)
+          .prefault({}),
       })
       .prefault({}),
     groups: groupsSchema.default([]),

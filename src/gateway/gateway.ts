@@ -7,6 +7,7 @@ import { parseListenAddr } from '../config/duration.js';
 import type { Logger } from '../observability/logger.js';
 import { loadServerCertificate, type ServerCertificate } from '../tls/certificates.js';
 import { FailureLimiter, GroupAuthority } from './auth.js';
+import { HttpProxyListener } from './http-listener.js';
 import { SessionRegistry } from './registry.js';
 import { Socks5Listener } from './socks5-listener.js';
 import { TunnelEndpoint } from './tunnel-endpoint.js';
@@ -21,13 +22,31 @@ export interface GatewaySettings {
   handshake_timeout: number;
   drain_timeout: number;
   open_timeout: number;
-  proxy: { socks5?: { listen_addr?: string | undefined } | undefined };
+  proxy: {
+    socks5?: { listen_addr?: string | undefined } | undefined;
+    http?: { listen_addr?: string | undefined } | undefined;
+    https?:
+      | {
+          listen_addr?: string | undefined;
+          /** Certificate for the HTTPS proxy; without it, the gateway's own. */
+          tls_cert?: string | undefined;
+          tls_key?: string | undefined;
+        }
+      | undefined;
+  };
   groups: readonly { id: string; password: string }[];
 }
 
 export interface GatewayAddresses {
   tunnel: AddressInfo;
   socks5: AddressInfo | undefined;
+  http: AddressInfo | undefined;
+  https: AddressInfo | undefined;
+}
+
+/** A user-facing listener: SOCKS5, HTTP proxy or HTTPS proxy. Closing waits for its users. */
+interface FrontDoor {
+  close(): Promise<void>;
 }
 
 export class Gateway {
@@ -35,7 +54,7 @@ export class Gateway {
   readonly registry: SessionRegistry;
   readonly addresses: GatewayAddresses;
   #tunnel: TunnelEndpoint;
-  #socks5: Socks5Listener | undefined;
+  #frontDoors: readonly FrontDoor[];
   #log: Logger;
   #closing: Promise<void> | undefined;
 
@@ -44,7 +63,7 @@ export class Gateway {
       certificate: ServerCertificate;
       registry: SessionRegistry;
       tunnel: TunnelEndpoint;
-      socks5: Socks5Listener | undefined;
+      frontDoors: readonly FrontDoor[];
       addresses: GatewayAddresses;
     },
     logger: Logger,
@@ -52,7 +71,7 @@ export class Gateway {
     this.certificate = parts.certificate;
     this.registry = parts.registry;
     this.#tunnel = parts.tunnel;
-    this.#socks5 = parts.socks5;
+    this.#frontDoors = parts.frontDoors;
     this.addresses = parts.addresses;
     this.#log = logger;
   }
@@ -84,40 +103,68 @@ export class Gateway {
       logger: logger.child({ component: 'tunnel' }),
     });
     const tunnelAddress = await tunnel.listen();
-    let socks5: Socks5Listener | undefined;
-    let socks5Address: AddressInfo | undefined;
-    const socks5Addr = settings.proxy.socks5?.listen_addr;
-    if (socks5Addr !== undefined) {
-      socks5 = new Socks5Listener({
-        ...parseListenAddr(socks5Addr),
-        authority,
-        limiter,
-        registry,
-        openTimeoutMs: settings.open_timeout,
-        handshakeTimeoutMs: settings.handshake_timeout,
-        logger: logger.child({ component: 'socks5' }),
-      });
-      try {
-        socks5Address = await socks5.listen();
-      } catch (err) {
-        await tunnel.close();
-        throw err;
+    const frontDoors: FrontDoor[] = [];
+    /** Listens, after recording the door, so that a failure closes every door opened so far. */
+    const listen = (door: FrontDoor & { listen(): Promise<AddressInfo> }) => {
+      frontDoors.push(door);
+      return door.listen();
+    };
+    const common = {
+      authority,
+      limiter,
+      registry,
+      openTimeoutMs: settings.open_timeout,
+      handshakeTimeoutMs: settings.handshake_timeout,
+    };
+    const addresses: GatewayAddresses = {
+      tunnel: tunnelAddress,
+      socks5: undefined,
+      http: undefined,
+      https: undefined,
+    };
+    try {
+      const { socks5, http, https } = settings.proxy;
+      if (socks5?.listen_addr !== undefined) {
+        const listener = new Socks5Listener({
+          ...parseListenAddr(socks5.listen_addr),
+          ...common,
+          logger: logger.child({ component: 'socks5' }),
+        });
+        addresses.socks5 = await listen(listener);
       }
+      if (http?.listen_addr !== undefined) {
+        const listener = new HttpProxyListener({
+          ...parseListenAddr(http.listen_addr),
+          ...common,
+          logger: logger.child({ component: 'http' }),
+        });
+        addresses.http = await listen(listener);
+      }
+      if (https?.listen_addr !== undefined) {
+        const own =
+          https.tls_cert === undefined && https.tls_key === undefined
+            ? certificate
+            : await loadServerCertificate({ cert: https.tls_cert, key: https.tls_key });
+        const listener = new HttpProxyListener({
+          ...parseListenAddr(https.listen_addr),
+          ...common,
+          tls: { cert: own.cert, key: own.key },
+          logger: logger.child({ component: 'https' }),
+        });
+        addresses.https = await listen(listener);
+      }
+    } catch (err) {
+      await Promise.all(frontDoors.map((door) => door.close()));
+      await tunnel.close();
+      throw err;
     }
-    const gateway = new Gateway(
-      {
-        certificate,
-        registry,
-        tunnel,
-        socks5,
-        addresses: { tunnel: tunnelAddress, socks5: socks5Address },
-      },
-      logger,
-    );
+    const gateway = new Gateway({ certificate, registry, tunnel, frontDoors, addresses }, logger);
     logger.info(
       {
         tunnel: formatAddress(tunnelAddress),
-        socks5: socks5Address && formatAddress(socks5Address),
+        socks5: addresses.socks5 && formatAddress(addresses.socks5),
+        http: addresses.http && formatAddress(addresses.http),
+        https: addresses.https && formatAddress(addresses.https),
         fingerprint: certificate.fingerprint,
         selfSigned: certificate.selfSigned,
       },
@@ -133,9 +180,10 @@ export class Gateway {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#log.info('gateway shutting down');
-      const socks5Closed = this.#socks5?.close();
+      // Stop accepting users first; their open streams end as the tunnel drains and closes.
+      const frontDoorsClosed = Promise.all(this.#frontDoors.map((door) => door.close()));
       await this.#tunnel.close();
-      await socks5Closed;
+      await frontDoorsClosed;
       this.#log.info('gateway stopped');
     })();
     return this.#closing;
