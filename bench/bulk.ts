@@ -1,0 +1,129 @@
+/**
+ * Workload 1, bulk throughput: one download (target → user) and one upload (user → target) of
+ * `bulkBytes`, each through every door and directly. The receiver counts the bytes and CRCs
+ * them; a transfer counts as intact only if both match what was sent.
+ */
+import type { Socket } from 'node:net';
+import { type Door, openDoor } from './doors.js';
+import { Digest, decodeDigest, encodeLength, expectedDigest, writePayload } from './payload.js';
+import type { Endpoint } from './socks5-client.js';
+import { summarize } from './stats.js';
+import type { Row } from './table.js';
+import {
+  doorsWithBaseline,
+  endpoint,
+  type Workload,
+  type WorkloadContext,
+  withCpuRecord,
+} from './workload.js';
+
+export interface TransferResult {
+  seconds: number;
+  intact: boolean;
+}
+
+const MB = 1_000_000;
+
+function failOnError(socket: Socket, reject: (error: Error) => void): void {
+  socket.once('error', reject);
+  socket.once('close', () => reject(new Error('connection closed before the transfer finished')));
+}
+
+/** Asks the source for `bytes` bytes and times their arrival from request to last byte. */
+export async function download(
+  door: Door,
+  source: Endpoint,
+  bytes: number,
+): Promise<TransferResult> {
+  const socket = await door.connect(source);
+  const digest = new Digest();
+  const started = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    socket.on('data', (chunk: Buffer) => digest.update(chunk));
+    socket.once('end', () => resolve());
+    failOnError(socket, reject);
+    socket.end(encodeLength(bytes));
+  });
+  const seconds = (performance.now() - started) / 1000;
+  socket.destroy();
+  const want = expectedDigest(bytes);
+  return { seconds, intact: digest.bytes === want.bytes && digest.crc === want.crc };
+}
+
+/** Sends `bytes` bytes to the sink and times them until the sink's digest comes back. */
+export async function upload(door: Door, sink: Endpoint, bytes: number): Promise<TransferResult> {
+  const socket = await door.connect(sink);
+  const chunks: Buffer[] = [];
+  const started = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.once('end', () => resolve());
+    failOnError(socket, reject);
+    writePayload(socket, bytes);
+  });
+  const seconds = (performance.now() - started) / 1000;
+  socket.destroy();
+  const reply = Buffer.concat(chunks);
+  const want = expectedDigest(bytes);
+  const got = reply.length === 12 ? decodeDigest(reply) : undefined;
+  return { seconds, intact: got?.bytes === want.bytes && got.crc === want.crc };
+}
+
+type Direction = 'download' | 'upload';
+
+function formatSize(bytes: number): string {
+  return bytes >= 1024 ** 3 ? `${bytes / 1024 ** 3} GiB` : `${bytes / 1024 ** 2} MiB`;
+}
+
+export const bulkWorkload: Workload = {
+  name: 'bulk',
+  async run(context: WorkloadContext): Promise<Row[]> {
+    const { system, profile } = context;
+    const bytes = profile.bulkBytes;
+    expectedDigest(bytes);
+    const { sourcePort, sinkPort } = system.bulkTarget.ready;
+    const doors = doorsWithBaseline(context);
+    const results = new Map<string, TransferResult[]>();
+    for (let run = 1; run <= profile.runs; run++) {
+      for (const direction of ['download', 'upload'] as Direction[]) {
+        for (const { spec, name } of doors) {
+          const door = openDoor(spec);
+          const transfer =
+            direction === 'download'
+              ? () => download(door, endpoint(sourcePort), bytes)
+              : () => upload(door, endpoint(sinkPort), bytes);
+          const result = await withCpuRecord(context, `bulk ${direction}`, name, transfer);
+          await system.idle();
+          const key = `${direction} ${name}`;
+          results.set(key, [...(results.get(key) ?? []), result]);
+          context.progress(
+            `bulk ${direction} ${name} run ${run}: ${(bytes / MB / result.seconds).toFixed(0)} MB/s${result.intact ? '' : ' DATA MISMATCH'}`,
+          );
+        }
+      }
+    }
+    const rows: Row[] = [];
+    const throughput = (key: string) =>
+      summarize(results.get(key)!.map((result) => bytes / MB / result.seconds));
+    for (const direction of ['download', 'upload'] as Direction[]) {
+      const direct = throughput(`${direction} direct`);
+      for (const { name } of doors.slice(1)) {
+        const transfers = results.get(`${direction} ${name}`)!;
+        const intact = transfers.filter((result) => result.intact).length;
+        rows.push({
+          workload: `Bulk ${direction} ${formatSize(bytes)}`,
+          door: name,
+          unit: 'MB/s',
+          postern: throughput(`${direction} ${name}`),
+          direct,
+          target: '≥ 400 MB/s',
+          note:
+            intact === transfers.length
+              ? `intact ${intact}/${transfers.length} (bytes + CRC-32)`
+              : `DATA MISMATCH: intact ${intact}/${transfers.length}`,
+        });
+      }
+    }
+    return rows;
+  },
+};

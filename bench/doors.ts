@@ -1,0 +1,66 @@
+/**
+ * The ways a user reaches a target: directly (the baseline) or through one of the gateway's
+ * front doors. Workloads run once per door; a new front door (HTTP CONNECT) is one more
+ * `DoorSpec` kind here and one more entry in `proxiedDoors`.
+ */
+import { connect, type Socket } from 'node:net';
+import { type Endpoint, type Socks5Proxy, socks5Connect } from './socks5-client.js';
+
+/** A door as plain data, so it can be sent to another benchmark process. */
+export type DoorSpec = { kind: 'direct' } | { kind: 'socks5'; proxy: Socks5Proxy };
+
+export interface Door {
+  /** Short name used in the table: `direct`, `socks5`. */
+  readonly name: string;
+  /** Resolves with a socket connected to `target`, ready for data. */
+  connect(target: Endpoint): Promise<Socket>;
+}
+
+/** What the gateway process reports once it listens. */
+export interface GatewayReady {
+  tunnelPort: number;
+  socks5Port: number | undefined;
+  fingerprint: string;
+}
+
+/** Credentials the benchmark's gateway accepts and its client presents. */
+export const BENCH_GROUP = { id: 'bench', password: 'bench-secret' } as const;
+
+export const DIRECT: DoorSpec = { kind: 'direct' };
+
+/** Every front door the running gateway offers, each measured against DIRECT. */
+export function proxiedDoors(gateway: GatewayReady): DoorSpec[] {
+  const doors: DoorSpec[] = [];
+  if (gateway.socks5Port !== undefined) {
+    doors.push({
+      kind: 'socks5',
+      proxy: {
+        host: '127.0.0.1',
+        port: gateway.socks5Port,
+        username: BENCH_GROUP.id,
+        password: BENCH_GROUP.password,
+      },
+    });
+  }
+  return doors;
+}
+
+function connectDirect(target: Endpoint): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: target.host, port: target.port, noDelay: true });
+    socket.once('error', reject);
+    socket.once('connect', () => {
+      socket.off('error', reject);
+      resolve(socket);
+    });
+  });
+}
+
+export function openDoor(spec: DoorSpec): Door {
+  switch (spec.kind) {
+    case 'direct':
+      return { name: 'direct', connect: connectDirect };
+    case 'socks5':
+      return { name: 'socks5', connect: (target) => socks5Connect(spec.proxy, target) };
+  }
+}

@@ -1,0 +1,191 @@
+/**
+ * The processes of one benchmark: gateway and client under test, two target processes (bulk
+ * source/sink and echo, so a saturating transfer and an interactive exchange do not share a
+ * target event loop) and a second load generator. The parent process is the main generator.
+ */
+import { cpus } from 'node:os';
+import type { ClientReady } from './client-process.js';
+import { type DoorSpec, type GatewayReady, proxiedDoors } from './doors.js';
+import { BenchProcess, ownStats, type ProcessStats } from './ipc.js';
+import type { TargetReady } from './target-process.js';
+
+export type ProcessName =
+  | 'generator'
+  | 'gateway'
+  | 'client'
+  | 'bulk target'
+  | 'echo target'
+  | 'load';
+
+export interface SystemOptions {
+  /** When set, gateway and client run with `--cpu-prof` and write their profiles here. */
+  cpuProfileDir?: string | undefined;
+}
+
+/** Resource use of every benchmark process, and of the whole machine, at one moment. */
+export interface Snapshot {
+  at: number;
+  stats: Map<ProcessName, ProcessStats>;
+  /** CPU time of all cores since boot, total and idle, milliseconds. */
+  machine: { total: number; idle: number };
+}
+
+function machineTimes(): { total: number; idle: number } {
+  let total = 0;
+  let idle = 0;
+  for (const { times } of cpus()) {
+    total += times.user + times.nice + times.sys + times.idle + times.irq;
+    idle += times.idle;
+  }
+  return { total, idle };
+}
+
+export class BenchSystem {
+  readonly bulkTarget: BenchProcess<TargetReady>;
+  readonly echoTarget: BenchProcess<TargetReady>;
+  readonly load: BenchProcess<unknown>;
+  #gateway: BenchProcess<GatewayReady>;
+  #client: BenchProcess<ClientReady>;
+  #options: SystemOptions;
+
+  private constructor(
+    parts: {
+      bulkTarget: BenchProcess<TargetReady>;
+      echoTarget: BenchProcess<TargetReady>;
+      load: BenchProcess<unknown>;
+      gateway: BenchProcess<GatewayReady>;
+      client: BenchProcess<ClientReady>;
+    },
+    options: SystemOptions,
+  ) {
+    this.bulkTarget = parts.bulkTarget;
+    this.echoTarget = parts.echoTarget;
+    this.load = parts.load;
+    this.#gateway = parts.gateway;
+    this.#client = parts.client;
+    this.#options = options;
+  }
+
+  static async start(options: SystemOptions): Promise<BenchSystem> {
+    const started: BenchProcess<unknown>[] = [];
+    const track = async <Ready>(starting: Promise<BenchProcess<Ready>>) => {
+      const child = await starting;
+      started.push(child as BenchProcess<unknown>);
+      return child;
+    };
+    try {
+      const [bulkTarget, echoTarget, load] = await Promise.all([
+        track(BenchProcess.start<TargetReady>('bulk target', './target-process.js')),
+        track(BenchProcess.start<TargetReady>('echo target', './target-process.js')),
+        track(BenchProcess.start<unknown>('load', './load-process.js')),
+      ]);
+      const { gateway, client } = await startTunnel(options);
+      return new BenchSystem({ bulkTarget, echoTarget, load, gateway, client }, options);
+    } catch (error) {
+      await Promise.all(started.map((child) => child.close()));
+      throw error;
+    }
+  }
+
+  get gateway(): BenchProcess<GatewayReady> {
+    return this.#gateway;
+  }
+
+  get client(): BenchProcess<ClientReady> {
+    return this.#client;
+  }
+
+  /** The front doors to measure against the direct baseline. */
+  get doors(): DoorSpec[] {
+    return proxiedDoors(this.#gateway.ready);
+  }
+
+  /** Replaces gateway and client with fresh processes (for memory figures that start clean). */
+  async restartTunnel(): Promise<void> {
+    await this.#client.close();
+    await this.#gateway.close();
+    const { gateway, client } = await startTunnel(this.#options);
+    this.#gateway = gateway;
+    this.#client = client;
+  }
+
+  /** Waits until gateway, client and targets hold no streams from earlier work. */
+  async idle(): Promise<void> {
+    await Promise.all([
+      this.#gateway.request('idle'),
+      this.#client.request('idle'),
+      this.bulkTarget.request('idle'),
+      this.echoTarget.request('idle'),
+    ]);
+  }
+
+  async snapshot(gc = false): Promise<Snapshot> {
+    const named: [ProcessName, BenchProcess<unknown>][] = [
+      ['gateway', this.#gateway],
+      ['client', this.#client],
+      ['bulk target', this.bulkTarget],
+      ['echo target', this.echoTarget],
+      ['load', this.load],
+    ];
+    const stats = await Promise.all(named.map(([, child]) => child.stats(gc)));
+    const byName = new Map<ProcessName, ProcessStats>(
+      named.map(([name], index) => [name, stats[index]!]),
+    );
+    byName.set('generator', ownStats(0));
+    return { at: performance.now(), stats: byName, machine: machineTimes() };
+  }
+
+  async close(): Promise<void> {
+    await this.#client.close();
+    await this.#gateway.close();
+    await Promise.all([this.bulkTarget.close(), this.echoTarget.close(), this.load.close()]);
+  }
+}
+
+/** Node flags that make `name` write a CPU profile into the configured directory. */
+function profileFlags(options: SystemOptions, name: string): string[] {
+  if (!options.cpuProfileDir) return [];
+  return [
+    '--cpu-prof',
+    `--cpu-prof-dir=${options.cpuProfileDir}`,
+    `--cpu-prof-name=${name}-${Date.now()}.cpuprofile`,
+  ];
+}
+
+async function startTunnel(
+  options: SystemOptions,
+): Promise<{ gateway: BenchProcess<GatewayReady>; client: BenchProcess<ClientReady> }> {
+  const gateway = await BenchProcess.start<GatewayReady>('gateway', './gateway-process.js', {
+    execArgv: profileFlags(options, 'gateway'),
+  });
+  try {
+    const client = await BenchProcess.start<ClientReady>('client', './client-process.js', {
+      args: [JSON.stringify(gateway.ready)],
+      execArgv: profileFlags(options, 'client'),
+    });
+    return { gateway, client };
+  } catch (error) {
+    await gateway.close();
+    throw error;
+  }
+}
+
+/** Share of one core each process used between two snapshots, in percent. */
+export function cpuShares(before: Snapshot, after: Snapshot): Map<ProcessName, number> {
+  const wallMicros = (after.at - before.at) * 1000;
+  const shares = new Map<ProcessName, number>();
+  for (const [name, end] of after.stats) {
+    const start = before.stats.get(name);
+    if (!start) continue;
+    const used = end.cpuUser - start.cpuUser + (end.cpuSystem - start.cpuSystem);
+    shares.set(name, (100 * used) / wallMicros);
+  }
+  return shares;
+}
+
+/** CPU the whole machine used between two snapshots, in percent of one core (all processes). */
+export function machineShare(before: Snapshot, after: Snapshot): number {
+  const total = after.machine.total - before.machine.total;
+  const idle = after.machine.idle - before.machine.idle;
+  return total > 0 ? 100 * cpus().length * (1 - idle / total) : 0;
+}
