@@ -1,0 +1,113 @@
+/**
+ * WebSocketTransport over a real WebSocket on 127.0.0.1: how frames are gathered into messages,
+ * and that nothing sent before a close is lost.
+ */
+import './helpers/fail-on-unhandled.js';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { after, before, test } from 'node:test';
+import WebSocket, { WebSocketServer } from 'ws';
+import { encodeFrame, type Frame, FrameDecoder } from '../src/tunnel/codec.js';
+import { CloseCode, FrameType } from '../src/tunnel/constants.js';
+import { WebSocketTransport } from '../src/tunnel/transport.js';
+
+const noHandlers = { frame: () => undefined, drain: () => undefined, close: () => undefined };
+
+let wss: WebSocketServer;
+let port: number;
+
+before(async () => {
+  wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false });
+  await once(wss, 'listening');
+  port = (wss.address() as AddressInfo).port;
+});
+
+after(async () => {
+  await new Promise<void>((resolve) => wss.close(() => resolve()));
+});
+
+/** A transport on the sending end and the raw WebSocket that receives its messages. */
+async function connectedPair(): Promise<{
+  transport: WebSocketTransport;
+  messages: Buffer[];
+  peer: WebSocket;
+}> {
+  const accepted = once(wss, 'connection') as Promise<[WebSocket]>;
+  const ws = new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate: false });
+  await once(ws, 'open');
+  const [peer] = await accepted;
+  const messages: Buffer[] = [];
+  peer.on('message', (data) => messages.push(data as Buffer));
+  const transport = new WebSocketTransport(
+    ws,
+    { heartbeatIntervalMs: 60_000, heartbeatTimeoutMs: 120_000, remoteAddress: 'test' },
+    noHandlers,
+  );
+  return { transport, messages, peer };
+}
+
+/** Resolves once `messages` holds `count` entries. */
+async function messagesArrived(peer: WebSocket, messages: Buffer[], count: number): Promise<void> {
+  while (messages.length < count) await once(peer, 'message');
+}
+
+function decodeAll(messages: Buffer[]): Frame[] {
+  const decoder = new FrameDecoder();
+  return messages.flatMap((message) => decoder.push(message));
+}
+
+const window = (streamId: number): Frame => ({ type: FrameType.WINDOW, streamId, increment: 1 });
+const data = (streamId: number, size: number): Frame => ({
+  type: FrameType.DATA,
+  streamId,
+  data: Buffer.alloc(size, streamId),
+});
+
+test('small frames sent in one turn travel in one message, in order', async () => {
+  const { transport, messages, peer } = await connectedPair();
+  const frames = [window(1), data(3, 100), window(5), data(7, 0)];
+  for (const frame of frames) transport.send(encodeFrame(frame));
+  await messagesArrived(peer, messages, 1);
+  assert.equal(messages.length, 1);
+  assert.deepEqual(decodeAll(messages), frames);
+  transport.destroy();
+});
+
+test('a large frame goes out as its own message, after the small ones sent before it', async () => {
+  const { transport, messages, peer } = await connectedPair();
+  const frames = [window(1), data(3, 64 * 1024), window(5)];
+  for (const frame of frames) transport.send(encodeFrame(frame));
+  await messagesArrived(peer, messages, 3);
+  assert.deepEqual(
+    messages.map((message) => message.length),
+    frames.map((frame) => encodeFrame(frame).length),
+  );
+  assert.deepEqual(decodeAll(messages), frames);
+  transport.destroy();
+});
+
+test('small frames adding up to 64 KiB are sent without waiting for the turn to end', async () => {
+  const { transport, messages, peer } = await connectedPair();
+  const frame = data(9, 8 * 1024);
+  const encoded = encodeFrame(frame);
+  const count = Math.ceil((64 * 1024) / encoded.length);
+  for (let i = 0; i <= count; i++) transport.send(encoded);
+  // The first `count` frames filled a batch and left at once; the last one waited for the turn.
+  await messagesArrived(peer, messages, 2);
+  assert.deepEqual(
+    messages.map((message) => message.length),
+    [count * encoded.length, encoded.length],
+  );
+  transport.destroy();
+});
+
+test('frames sent just before close() reach the peer ahead of the close frame', async () => {
+  const { transport, messages, peer } = await connectedPair();
+  const frames = [data(11, 10), window(11)];
+  for (const frame of frames) transport.send(encodeFrame(frame));
+  transport.close(CloseCode.NORMAL, 'done');
+  const [code] = (await once(peer, 'close')) as [number];
+  assert.equal(code, CloseCode.NORMAL);
+  assert.deepEqual(decodeAll(messages), frames);
+});
