@@ -1,8 +1,8 @@
 /**
  * What a gateway offers to a device pointed at it: the proxy listeners a user can dial, the host
  * to dial them at, and the credentials of one group. Shared by every profile format
- * (`clash.ts`, `pac.ts`); pure except for reading nothing at all, so it also serves a running
- * gateway's actual addresses.
+ * (`clash.ts`, `pac.ts`). Pure (no I/O): it works from a configuration or from a running
+ * gateway's bound addresses alike.
  */
 import { isIPv4, isIPv6 } from 'node:net';
 import { parseListenAddr, readHostPort } from '../config/duration.js';
