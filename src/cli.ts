@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The command line: `postern gateway | client | demo | check-config`.
+ * The command line: `postern gateway | client | demo | check-config | profile clash|pac`.
  */
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
@@ -8,6 +8,16 @@ import { ConfigError, describeConfig, loadConfig, type OverrideValue } from './c
 import type { PosternConfig } from './config/schema.js';
 import { runDemo } from './demo.js';
 import { createLogger, type Logger } from './observability/logger.js';
+import { buildClash } from './profile/clash.js';
+import {
+  configuredListeners,
+  dialableListeners,
+  groupCredentials,
+  PROXY_KINDS,
+  type ProfileInput,
+  type ProxyKind,
+} from './profile/listeners.js';
+import { buildPac, PAC_KINDS } from './profile/pac.js';
 import { runClient, runGateway } from './run.js';
 
 const packageJson = JSON.parse(
@@ -165,5 +175,78 @@ program
       fail(err);
     }
   });
+
+interface ProfileFlags extends CommonFlags {
+  group: string;
+  password?: string;
+  host?: string;
+  socks5?: string;
+  http?: string;
+  https?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+}
+
+/**
+ * Reads the gateway's configuration as `postern gateway` does (file, then `POSTERN_*` variables,
+ * then the same listener flags) and takes the proxy listeners it opens and the named group's credentials.
+ * Listeners left out are named on standard error, so standard output holds only the profile.
+ */
+function profileInput(flags: ProfileFlags, usable: readonly ProxyKind[]): ProfileInput {
+  const config = load(flags, 'gateway', {
+    'gateway.proxy.socks5.listen_addr': flags.socks5,
+    'gateway.proxy.http.listen_addr': flags.http,
+    'gateway.proxy.https.listen_addr': flags.https,
+    'gateway.tls_cert': flags.tlsCert,
+    'gateway.tls_key': flags.tlsKey,
+  });
+  const gateway = config.gateway!;
+  const { listeners, skipped } = configuredListeners(gateway);
+  for (const { kind, reason } of skipped.filter((entry) => usable.includes(entry.kind))) {
+    process.stderr.write(`postern: ${kind} proxy left out of the profile: ${reason}\n`);
+  }
+  return {
+    group: flags.group,
+    credentials: groupCredentials(gateway, flags.group, flags.password),
+    listeners: dialableListeners(listeners, flags.host, usable),
+  };
+}
+
+const profile = program
+  .command('profile')
+  .description('print a Clash config or a PAC file for a group, from the gateway configuration');
+
+for (const [name, description, build, usable] of [
+  ['clash', 'print a Clash / Mihomo configuration (YAML) for a group', buildClash, PROXY_KINDS],
+  ['pac', 'print a proxy auto-config (PAC) file for a group', buildPac, PAC_KINDS],
+] as const) {
+  profile
+    .command(name)
+    .description(description)
+    .option('-c, --config <file>', "the gateway's YAML configuration file")
+    .requiredOption('--group <id>', 'group the profile is for (its id is the proxy user name)')
+    .option(
+      '--password <secret>',
+      'group password (default: the one in gateway.groups, when the group is declared there)',
+    )
+    .option(
+      '--host <host>',
+      'host devices dial (required when a listener binds every interface, e.g. 0.0.0.0)',
+    )
+    .option('--socks5 <addr>', 'as for postern gateway (gateway.proxy.socks5.listen_addr)')
+    .option('--http <addr>', 'as for postern gateway (gateway.proxy.http.listen_addr)')
+    .option('--https <addr>', 'as for postern gateway (gateway.proxy.https.listen_addr)')
+    .option('--tls-cert <file>', 'as for postern gateway (gateway.tls_cert)')
+    .option('--tls-key <file>', 'as for postern gateway (gateway.tls_key)')
+    .action((flags: ProfileFlags) => {
+      let text: string;
+      try {
+        text = build(profileInput(flags, usable));
+      } catch (err) {
+        fail(err);
+      }
+      process.stdout.write(text);
+    });
+}
 
 await program.parseAsync();
