@@ -551,15 +551,148 @@ gateway:
   });
 });
 
+describe('allowed_sources and no_auth_group', () => {
+  const NO_AUTH = `
+gateway:
+  proxy:
+    socks5:
+      listen_addr: 127.0.0.1:1080
+      allowed_sources: [127.0.0.0/8, "::1", 10.1.2.3, "fd00::/8", 0.0.0.0/0]
+      no_auth_group: office
+    http:
+      allowed_sources: [192.168.0.0/16]
+  groups:
+    - id: office
+      password: secret
+`;
+
+  test('both keys are read for every listener kind, from the file and the environment', () => {
+    const config = load({
+      file: yamlFile(NO_AUTH),
+      env: {
+        POSTERN_GATEWAY_PROXY_HTTPS_ALLOWED_SOURCES: '10.0.0.0/8, ::ffff:127.0.0.1 ,',
+        POSTERN_GATEWAY_PROXY_HTTPS_NO_AUTH_GROUP: 'office',
+      },
+    });
+    assert.deepEqual(config.gateway?.proxy.socks5, {
+      listen_addr: '127.0.0.1:1080',
+      allowed_sources: ['127.0.0.0/8', '::1', '10.1.2.3', 'fd00::/8', '0.0.0.0/0'],
+      no_auth_group: 'office',
+    });
+    assert.deepEqual(config.gateway?.proxy.http, { allowed_sources: ['192.168.0.0/16'] });
+    assert.deepEqual(config.gateway?.proxy.https, {
+      allowed_sources: ['10.0.0.0/8', '::ffff:127.0.0.1'],
+      no_auth_group: 'office',
+    });
+    assert.equal(
+      describeConfig(config),
+      'ok: gateway on :8443 (socks5 127.0.0.1:1080 no-auth "office", 1 group)',
+    );
+  });
+
+  test('no_auth_group without allowed_sources is refused, saying it would be an open proxy', () => {
+    for (const kind of ['socks5', 'http', 'https']) {
+      const error = loadError({
+        file: yamlFile(`
+gateway:
+  proxy:
+    ${kind}:
+      listen_addr: 127.0.0.1:0
+      no_auth_group: office
+  groups:
+    - id: office
+      password: secret
+`),
+      });
+      assert.deepEqual(
+        error.issues.map((issue) => issue.path),
+        [`gateway.proxy.${kind}.allowed_sources`],
+      );
+      const message = issueAt(error, `gateway.proxy.${kind}.allowed_sources`);
+      assert.match(message, /required when no_auth_group is set/);
+      assert.match(message, /open proxy/);
+      assert.match(message, /"office"/);
+    }
+  });
+
+  test('an empty allowed_sources is refused, with or without no_auth_group', () => {
+    const error = loadError({
+      file: yamlFile(`
+gateway:
+  proxy:
+    socks5:
+      allowed_sources: []
+      no_auth_group: office
+    http:
+      allowed_sources: []
+  groups:
+    - id: office
+      password: secret
+`),
+    });
+    assert.match(issueAt(error, 'gateway.proxy.socks5.allowed_sources'), /at least one address/);
+    assert.match(issueAt(error, 'gateway.proxy.http.allowed_sources'), /remove the key/);
+  });
+
+  test('a bad address or CIDR is named by its key and index, from a file or a variable', () => {
+    const error = loadError({
+      file: yamlFile(`
+gateway:
+  proxy:
+    socks5:
+      allowed_sources: [10.0.0.0/33, "fd00::/129", intranet.local, 10.0.0.0/8/8, "fe80::1%eth0", 10.0.0.0/-1, "127.1"]
+`),
+      env: { POSTERN_GATEWAY_PROXY_HTTP_ALLOWED_SOURCES: '127.0.0.1,300.1.2.3' },
+    });
+    const at = (index: number) => issueAt(error, `gateway.proxy.socks5.allowed_sources[${index}]`);
+    assert.match(at(0), /"10\.0\.0\.0\/33" has an invalid prefix length: .*\/0 to \/32/);
+    assert.match(at(1), /"fd00::\/129" has an invalid prefix length: .*\/0 to \/128/);
+    assert.match(at(2), /"intranet\.local" is not an IP address or CIDR range/);
+    assert.match(at(3), /not an IP address or CIDR range/);
+    assert.match(at(4), /not an IP address or CIDR range/);
+    assert.match(at(5), /invalid prefix length/);
+    assert.match(at(6), /not an IP address or CIDR range/);
+    assert.match(
+      issueAt(error, 'gateway.proxy.http.allowed_sources[1]'),
+      /"300\.1\.2\.3" is not an IP address .*\(from POSTERN_GATEWAY_PROXY_HTTP_ALLOWED_SOURCES\)/,
+    );
+    assert.equal(error.issues.length, 8);
+  });
+
+  test('a no_auth_group that is not declared in gateway.groups is refused', () => {
+    const error = loadError({
+      file: yamlFile(`
+gateway:
+  proxy:
+    http:
+      allowed_sources: [127.0.0.1]
+      no_auth_group: ghost
+`),
+    });
+    assert.match(
+      issueAt(error, 'gateway.proxy.http.no_auth_group'),
+      /group "ghost" is not declared in gateway\.groups/,
+    );
+  });
+});
+
 describe('docs/configuration.md', () => {
   const docs = readFileSync(new URL('../../docs/configuration.md', import.meta.url), 'utf8');
+  const yamlBlocks = [...docs.matchAll(/```yaml\n([\s\S]*?)```/g)].map((match) => match[1]!);
 
   test('its complete example is a valid configuration', () => {
-    const example = /```yaml\n([\s\S]*?)```/.exec(docs)?.[1];
-    assert.ok(example, 'no yaml block in docs/configuration.md');
+    const complete = docs.slice(docs.indexOf('## A complete example'));
+    const example = /```yaml\n([\s\S]*?)```/.exec(complete)?.[1];
+    assert.ok(example, 'no yaml block under "A complete example" in docs/configuration.md');
     const config = load({ file: yamlFile(example) });
     assert.equal(config.client?.gateway.urls.length, 2);
     assert.equal(config.gateway?.groups.length, 1);
+    assert.equal(config.gateway?.proxy.socks5.no_auth_group, 'office');
+  });
+
+  test('every other YAML example is a valid configuration too', () => {
+    assert.ok(yamlBlocks.length >= 2, 'expected the complete example and at least one more');
+    for (const block of yamlBlocks) load({ file: yamlFile(block) });
   });
 
   test('it lists every environment variable', () => {

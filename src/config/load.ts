@@ -172,14 +172,19 @@ export function describeConfig(config: PosternConfig): string {
 }
 
 function describeGateway(gateway: GatewayConfig): string {
-  const socks5 = gateway.proxy.socks5.listen_addr ?? 'off';
+  const socks5 = `${gateway.proxy.socks5.listen_addr ?? 'off'}${noAuthNote(gateway.proxy.socks5)}`;
   // The HTTP proxies are named only when on, so the common line stays short.
   const httpProxies = (['http', 'https'] as const)
     .filter((kind) => gateway.proxy[kind].listen_addr !== undefined)
-    .map((kind) => `, ${kind} ${gateway.proxy[kind].listen_addr}`)
+    .map((kind) => `, ${kind} ${gateway.proxy[kind].listen_addr}${noAuthNote(gateway.proxy[kind])}`)
     .join('');
   const groups = gateway.groups.length === 0 ? '' : `, ${plural(gateway.groups.length, 'group')}`;
   return `gateway on ${gateway.listen_addr} (socks5 ${socks5}${httpProxies}${groups})`;
+}
+
+/** ` no-auth "office"` for a listener that serves a group without credentials, else ''. */
+function noAuthNote(listener: { no_auth_group?: string | undefined }): string {
+  return listener.no_auth_group === undefined ? '' : ` no-auth "${listener.no_auth_group}"`;
 }
 
 function describeClient(client: ClientConfig): string {

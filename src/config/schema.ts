@@ -14,6 +14,7 @@ import {
   readDuration,
   readHostPort,
 } from './duration.js';
+import { readSourceRange } from './source-range.js';
 
 /** The URL path a client dials when a gateway address has none (`host:port` or `wss://host:port`). */
 export const TUNNEL_PATH = '/tunnel';
@@ -201,6 +202,54 @@ const logSchema = z.strictObject({
   format: z.enum(['pretty', 'json']).default('pretty'),
 });
 
+const sourceRange = z.string().superRefine((text, ctx) => {
+  const result = readSourceRange(text);
+  if (!result.ok) ctx.addIssue({ code: 'custom', message: result.problem, input: text });
+});
+
+/** Keys every proxy listener has: where it listens and who may use it. */
+const proxyListenerKeys = {
+  listen_addr: listenAddr.optional(),
+  // An empty list would read as "nobody" to one operator and "everybody" to another: refused.
+  allowed_sources: z
+    .array(sourceRange)
+    .min(1, 'must list at least one address or CIDR range; remove the key to accept every source')
+    .optional(),
+  no_auth_group: groupId.optional(),
+};
+
+/** `no_auth_group` serves users without a password, so only ever to a listed set of sources. */
+function noAuthNeedsSources(value: Record<string, unknown>, ctx: Ctx): void {
+  if (value.no_auth_group === undefined || value.allowed_sources !== undefined) return;
+  ctx.addIssue({
+    code: 'custom',
+    path: ['allowed_sources'],
+    message: `is required when no_auth_group is set: without it anyone who reaches this listener could use group ${JSON.stringify(value.no_auth_group)} without a password (an open proxy)`,
+    input: undefined,
+  });
+}
+
+/**
+ * A no-auth group must be declared with a password: an undeclared group is bound by whichever
+ * client announces it first, and that client would receive the listener's users unchecked.
+ */
+function noAuthGroupsDeclared(value: Record<string, unknown>, ctx: Ctx): void {
+  const proxy = value.proxy;
+  if (typeof proxy !== 'object' || proxy === null || !Array.isArray(value.groups)) return;
+  const declared = new Set(value.groups.map((group: { id?: unknown }) => group?.id));
+  for (const kind of ['socks5', 'http', 'https'] as const) {
+    const group = (proxy as Record<string, { no_auth_group?: unknown } | undefined>)[kind]
+      ?.no_auth_group;
+    if (typeof group !== 'string' || declared.has(group)) continue;
+    ctx.addIssue({
+      code: 'custom',
+      path: ['proxy', kind, 'no_auth_group'],
+      message: `group ${JSON.stringify(group)} is not declared in gateway.groups; declare it with a password, or the first client to announce it would receive this listener's users`,
+      input: group,
+    });
+  }
+}
+
 const gatewaySchema = z
   .strictObject({
     listen_addr: listenAddr.default(':8443'),
@@ -214,15 +263,24 @@ const gatewaySchema = z
     open_timeout: duration('15s'),
     proxy: z
       .strictObject({
-        socks5: z.strictObject({ listen_addr: listenAddr.optional() }).prefault({}),
-        http: z.strictObject({ listen_addr: listenAddr.optional() }).prefault({}),
+        socks5: z
+          .strictObject(proxyListenerKeys)
+          .superRefine((value, ctx) => noAuthNeedsSources(value, ctx), whenObject)
+          .prefault({}),
+        http: z
+          .strictObject(proxyListenerKeys)
+          .superRefine((value, ctx) => noAuthNeedsSources(value, ctx), whenObject)
+          .prefault({}),
         https: z
           .strictObject({
-            listen_addr: listenAddr.optional(),
+            ...proxyListenerKeys,
             tls_cert: filePath.optional(),
             tls_key: filePath.optional(),
           })
-          .superRefine((value, ctx) => bothOrNeither(value, ctx, 'tls_cert', 'tls_key'), whenObject)
+          .superRefine((value, ctx) => {
+            bothOrNeither(value, ctx, 'tls_cert', 'tls_key');
+            noAuthNeedsSources(value, ctx);
+          }, whenObject)
           .prefault({}),
       })
       .prefault({}),
@@ -231,6 +289,7 @@ const gatewaySchema = z
   .superRefine((value, ctx) => {
     bothOrNeither(value, ctx, 'tls_cert', 'tls_key');
     bothOrNeither(value, ctx, 'auth_username', 'auth_password');
+    noAuthGroupsDeclared(value, ctx);
   }, whenObject);
 
 const gatewayAddr = z.string().transform(fromRead(readGatewayUrl));

@@ -4,12 +4,14 @@
  */
 import type { AddressInfo } from 'node:net';
 import { parseListenAddr } from '../config/duration.js';
+import { PosternError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import { loadServerCertificate, type ServerCertificate } from '../tls/certificates.js';
 import { FailureLimiter, GroupAuthority } from './auth.js';
 import { HttpProxyListener } from './http-listener.js';
 import { SessionRegistry } from './registry.js';
 import { Socks5Listener } from './socks5-listener.js';
+import { SourceFilter, SourceGuard } from './source-filter.js';
 import { TunnelEndpoint } from './tunnel-endpoint.js';
 
 export interface GatewaySettings {
@@ -23,18 +25,26 @@ export interface GatewaySettings {
   drain_timeout: number;
   open_timeout: number;
   proxy: {
-    socks5?: { listen_addr?: string | undefined } | undefined;
-    http?: { listen_addr?: string | undefined } | undefined;
+    socks5?: ProxyListenerSettings | undefined;
+    http?: ProxyListenerSettings | undefined;
     https?:
-      | {
-          listen_addr?: string | undefined;
+      | (ProxyListenerSettings & {
           /** Certificate for the HTTPS proxy; without it, the gateway's own. */
           tls_cert?: string | undefined;
           tls_key?: string | undefined;
-        }
+        })
       | undefined;
   };
   groups: readonly { id: string; password: string }[];
+}
+
+/** What every proxy front door has: where it listens and who may use it. */
+export interface ProxyListenerSettings {
+  listen_addr?: string | undefined;
+  /** IP addresses and CIDR ranges that may connect; absent: every source. */
+  allowed_sources?: readonly string[] | undefined;
+  /** The group of users who present no credentials; needs `allowed_sources` and a declared group. */
+  no_auth_group?: string | undefined;
 }
 
 export interface GatewayAddresses {
@@ -125,18 +135,22 @@ export class Gateway {
     try {
       const { socks5, http, https } = settings.proxy;
       if (socks5?.listen_addr !== undefined) {
+        const log = logger.child({ component: 'socks5' });
         const listener = new Socks5Listener({
           ...parseListenAddr(socks5.listen_addr),
           ...common,
-          logger: logger.child({ component: 'socks5' }),
+          ...accessFor('socks5', socks5, settings.groups, log),
+          logger: log,
         });
         addresses.socks5 = await listen(listener);
       }
       if (http?.listen_addr !== undefined) {
+        const log = logger.child({ component: 'http' });
         const listener = new HttpProxyListener({
           ...parseListenAddr(http.listen_addr),
           ...common,
-          logger: logger.child({ component: 'http' }),
+          ...accessFor('http', http, settings.groups, log),
+          logger: log,
         });
         addresses.http = await listen(listener);
       }
@@ -145,11 +159,13 @@ export class Gateway {
           https.tls_cert === undefined && https.tls_key === undefined
             ? certificate
             : await loadServerCertificate({ cert: https.tls_cert, key: https.tls_key });
+        const log = logger.child({ component: 'https' });
         const listener = new HttpProxyListener({
           ...parseListenAddr(https.listen_addr),
           ...common,
+          ...accessFor('https', https, settings.groups, log),
           tls: { cert: own.cert, key: own.key },
-          logger: logger.child({ component: 'https' }),
+          logger: log,
         });
         addresses.https = await listen(listener);
       }
@@ -188,6 +204,52 @@ export class Gateway {
     })();
     return this.#closing;
   }
+}
+
+/**
+ * The source guard and no-auth group of one front door, checked again here (the schema checks
+ * them for files, variables and flags) because a gateway can also be started from code.
+ *
+ * @throws PosternError POSTERN_ERR_CONFIG for a no-auth group without allowed sources or that
+ *   is not declared, and for an allowed source that is not an IP address or CIDR range.
+ */
+function accessFor(
+  kind: 'socks5' | 'http' | 'https',
+  settings: ProxyListenerSettings,
+  groups: GatewaySettings['groups'],
+  logger: Logger,
+): { guard: SourceGuard | undefined; noAuthGroup: string | undefined } {
+  const key = `gateway.proxy.${kind}`;
+  const sources = settings.allowed_sources;
+  const group = settings.no_auth_group;
+  if (group !== undefined && (sources === undefined || sources.length === 0)) {
+    throw new PosternError(
+      'POSTERN_ERR_CONFIG',
+      `${key}.no_auth_group needs a non-empty ${key}.allowed_sources: without it the listener would be an open proxy`,
+    );
+  }
+  if (group !== undefined && !groups.some((declared) => declared.id === group)) {
+    throw new PosternError(
+      'POSTERN_ERR_CONFIG',
+      `${key}.no_auth_group: group "${group}" is not declared in gateway.groups`,
+    );
+  }
+  let guard: SourceGuard | undefined;
+  if (sources !== undefined) {
+    try {
+      guard = new SourceGuard(new SourceFilter(sources), logger);
+    } catch (err) {
+      if (!(err instanceof PosternError)) throw err;
+      throw new PosternError('POSTERN_ERR_CONFIG', `${key}.${err.message}`, { cause: err });
+    }
+  }
+  if (group !== undefined) {
+    logger.info(
+      { group, allowedSources: sources },
+      'users without credentials from allowed sources are served as this group',
+    );
+  }
+  return { guard, noAuthGroup: group };
 }
 
 export function formatAddress(address: AddressInfo): string {

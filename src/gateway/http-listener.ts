@@ -2,7 +2,8 @@
  * The HTTP and HTTPS proxy front doors: a Node http (or https) server whose requests are
  * authenticated by group credentials and carried, by the group they select, through a client's
  * tunnel. The protocol lives in `http-proxy.ts`; this file owns the server and says who may use
- * it.
+ * it: only `allowedSources` when set, and without credentials the `noAuthGroup` when set (a
+ * request that carries credentials is checked as usual and gets the group they select).
  */
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
@@ -12,6 +13,7 @@ import { StreamKind } from '../tunnel/constants.js';
 import type { FailureLimiter, GroupAuthority } from './auth.js';
 import { HttpProxy, httpProxyServerOptions } from './http-proxy.js';
 import type { SessionRegistry } from './registry.js';
+import type { SourceGuard } from './source-filter.js';
 
 export interface HttpProxyListenerOptions {
   host: string;
@@ -24,6 +26,10 @@ export interface HttpProxyListenerOptions {
   openTimeoutMs: number;
   /** Deadline for the TLS handshake and for each request head; not for bodies or tunnels. */
   handshakeTimeoutMs: number;
+  /** Closes connections from sources outside `allowed_sources` as they are accepted. */
+  guard?: SourceGuard | undefined;
+  /** The group of requests without `Proxy-Authorization`; absent: such requests get 407. */
+  noAuthGroup?: string | undefined;
   logger: Logger;
 }
 
@@ -36,6 +42,7 @@ export class HttpProxyListener {
   constructor(options: HttpProxyListenerOptions) {
     this.#options = options;
     const { authority, limiter, registry, openTimeoutMs, handshakeTimeoutMs, logger } = options;
+    const { guard, noAuthGroup } = options;
     const serverOptions = httpProxyServerOptions(handshakeTimeoutMs);
     if (options.tls === undefined) {
       this.#server = createHttpServer(serverOptions);
@@ -54,10 +61,12 @@ export class HttpProxyListener {
       });
       this.#server = server;
     }
+    // Before the proxy attaches, so a refused connection never reaches TLS or the HTTP parser.
+    guard?.install(this.#server);
     this.#proxy = new HttpProxy(this.#server, {
       logger,
       authenticate: async (credentials, remote, signal) => {
-        if (credentials === null) return null;
+        if (credentials === null) return noAuthGroup ?? null;
         if (limiter.isBlocked(remote)) return null;
         await limiter.wait(remote, signal);
         const check = await authority.checkGroup(credentials.username, credentials.password, false);

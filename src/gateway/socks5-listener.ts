@@ -1,6 +1,8 @@
 /**
  * The SOCKS5 front door: a TCP listener whose connections speak SOCKS5 and are routed, by the
- * group their credentials select, through a client's tunnel.
+ * group their credentials select, through a client's tunnel. With `allowedSources`, only those
+ * sources are served; with `noAuthGroup`, a user who offers no credentials is routed to that
+ * group, and one who offers credentials is checked as usual and gets the group they select.
  */
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '../observability/logger.js';
@@ -8,6 +10,7 @@ import { StreamKind } from '../tunnel/constants.js';
 import type { FailureLimiter, GroupAuthority } from './auth.js';
 import type { SessionRegistry } from './registry.js';
 import { serveSocks5 } from './socks5.js';
+import type { SourceGuard } from './source-filter.js';
 
 export interface Socks5ListenerOptions {
   host: string;
@@ -17,6 +20,10 @@ export interface Socks5ListenerOptions {
   registry: SessionRegistry;
   openTimeoutMs: number;
   handshakeTimeoutMs: number;
+  /** Closes connections from sources outside `allowed_sources` as they are accepted. */
+  guard?: SourceGuard | undefined;
+  /** The group of users who offer no credentials (SOCKS5 method 0x00); absent: credentials required. */
+  noAuthGroup?: string | undefined;
   logger: Logger;
 }
 
@@ -50,12 +57,15 @@ export class Socks5Listener {
   }
 
   #serve(socket: Socket): void {
-    const { authority, limiter, registry, openTimeoutMs, handshakeTimeoutMs } = this.#options;
+    const { authority, limiter, registry, openTimeoutMs, handshakeTimeoutMs, guard, noAuthGroup } =
+      this.#options;
+    if (guard !== undefined && !guard.admit(socket)) return;
     const remote = socket.remoteAddress ?? 'unknown';
     const logger = this.#options.logger.child({ conn: ++this.#connectionCounter, remote });
     const done = serveSocks5(socket, {
       handshakeTimeoutMs,
       logger,
+      ...(noAuthGroup === undefined ? {} : { noAuthGroup }),
       authenticate: async (username, password) => {
         if (limiter.isBlocked(remote)) return null;
         // Counted as a failure until it succeeds, so parallel guesses are slowed down too.
