@@ -1,16 +1,20 @@
 /**
  * The ways a user reaches a target: directly (the baseline) or through one of the gateway's
- * front doors. Workloads run once per door; a new front door (HTTP CONNECT) is one more
- * `DoorSpec` kind here and one more entry in `proxiedDoors`.
+ * front doors. Workloads run once per door; a new front door is one more `DoorSpec` kind here
+ * and one more entry in `proxiedDoors`.
  */
 import { connect, type Socket } from 'node:net';
+import { type HttpProxy, httpConnect } from './http-connect-client.js';
 import { type Endpoint, type Socks5Proxy, socks5Connect } from './socks5-client.js';
 
 /** A door as plain data, so it can be sent to another benchmark process. */
-export type DoorSpec = { kind: 'direct' } | { kind: 'socks5'; proxy: Socks5Proxy };
+export type DoorSpec =
+  | { kind: 'direct' }
+  | { kind: 'socks5'; proxy: Socks5Proxy }
+  | { kind: 'http-connect'; proxy: HttpProxy };
 
 export interface Door {
-  /** Short name used in the table: `direct`, `socks5`. */
+  /** Short name used in the table: `direct`, `socks5`, `http-connect`. */
   readonly name: string;
   /** Resolves with a socket connected to `target`, ready for data. */
   connect(target: Endpoint): Promise<Socket>;
@@ -20,6 +24,7 @@ export interface Door {
 export interface GatewayReady {
   tunnelPort: number;
   socks5Port: number | undefined;
+  httpPort: number | undefined;
   fingerprint: string;
 }
 
@@ -31,16 +36,16 @@ export const DIRECT: DoorSpec = { kind: 'direct' };
 /** Every front door the running gateway offers, each measured against DIRECT. */
 export function proxiedDoors(gateway: GatewayReady): DoorSpec[] {
   const doors: DoorSpec[] = [];
-  if (gateway.socks5Port !== undefined) {
-    doors.push({
-      kind: 'socks5',
-      proxy: {
-        host: '127.0.0.1',
-        port: gateway.socks5Port,
-        username: BENCH_GROUP.id,
-        password: BENCH_GROUP.password,
-      },
-    });
+  const proxy = (port: number) => ({
+    host: '127.0.0.1',
+    port,
+    username: BENCH_GROUP.id,
+    password: BENCH_GROUP.password,
+  });
+  if (gateway.socks5Port !== undefined)
+    doors.push({ kind: 'socks5', proxy: proxy(gateway.socks5Port) });
+  if (gateway.httpPort !== undefined) {
+    doors.push({ kind: 'http-connect', proxy: proxy(gateway.httpPort) });
   }
   return doors;
 }
@@ -62,5 +67,7 @@ export function openDoor(spec: DoorSpec): Door {
       return { name: 'direct', connect: connectDirect };
     case 'socks5':
       return { name: 'socks5', connect: (target) => socks5Connect(spec.proxy, target) };
+    case 'http-connect':
+      return { name: 'http-connect', connect: (target) => httpConnect(spec.proxy, target) };
   }
 }

@@ -1,6 +1,6 @@
 /**
  * The gateway under test, alone in its process: production defaults from the configuration
- * schema, tunnel and SOCKS5 front door on 127.0.0.1, one group, logs off.
+ * schema, tunnel, SOCKS5 and HTTP front doors on 127.0.0.1, one group, logs off.
  */
 import { configSchema } from '../src/config/schema.js';
 import { Gateway } from '../src/gateway/gateway.js';
@@ -13,7 +13,10 @@ void serveParent<GatewayReady>(async () => {
   const settings = configSchema.parse({
     gateway: {
       listen_addr: '127.0.0.1:0',
-      proxy: { socks5: { listen_addr: '127.0.0.1:0' } },
+      proxy: {
+        socks5: { listen_addr: '127.0.0.1:0' },
+        http: { listen_addr: '127.0.0.1:0' },
+      },
       groups: [{ ...BENCH_GROUP }],
     },
   }).gateway!;
@@ -23,6 +26,7 @@ void serveParent<GatewayReady>(async () => {
     ready: {
       tunnelPort: gateway.addresses.tunnel.port,
       socks5Port: gateway.addresses.socks5?.port,
+      httpPort: gateway.addresses.http?.port,
       fingerprint: gateway.certificate.fingerprint,
     },
     openStreams,

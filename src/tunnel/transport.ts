@@ -48,6 +48,14 @@ export interface WebSocketTransportOptions {
 const DEFAULT_HIGH_WATER_MARK = 512 * 1024;
 /** How long an orderly close may wait for the peer's close frame before the socket is dropped. */
 const CLOSE_GRACE_MS = 3_000;
+/**
+ * Frames smaller than this wait until the event loop's check phase and go out together in one
+ * WebSocket message (the frame stream ignores message boundaries): many small frames (opens,
+ * answers, credit, short data) then cost one TLS record and one write instead of one each.
+ */
+const BATCH_FRAME_LIMIT = 16 * 1024;
+/** A batch this large goes out at once. */
+const BATCH_FLUSH_BYTES = 64 * 1024;
 /** ws caps close reasons at 123 bytes. */
 const MAX_CLOSE_REASON = 120;
 
@@ -64,6 +72,9 @@ export class WebSocketTransport implements FrameTransport {
   #queuedBytes = 0;
   #highWaterMark: number;
   #blocked = false;
+  #batch: Buffer[] = [];
+  #batchBytes = 0;
+  #batchFlush: NodeJS.Immediate | undefined;
   #ending = false;
   #finished = false;
   #error: Error | undefined;
@@ -100,10 +111,37 @@ export class WebSocketTransport implements FrameTransport {
   send(frame: Buffer): void {
     // After a close frame from either side the socket takes no more data messages.
     if (this.#ending || this.#ws.readyState !== this.#ws.OPEN) return;
-    const length = frame.length;
-    this.#queuedBytes += length;
+    this.#queuedBytes += frame.length;
     if (!this.writable) this.#blocked = true;
-    this.#ws.send(frame, { binary: true }, (err) => {
+    if (frame.length >= BATCH_FRAME_LIMIT) {
+      this.#flushBatch();
+      this.#write(frame);
+      return;
+    }
+    this.#batch.push(frame);
+    this.#batchBytes += frame.length;
+    if (this.#batchBytes >= BATCH_FLUSH_BYTES) this.#flushBatch();
+    else this.#batchFlush ??= setImmediate(() => this.#flushBatch());
+  }
+
+  #flushBatch(): void {
+    clearImmediate(this.#batchFlush);
+    this.#batchFlush = undefined;
+    if (this.#batch.length === 0) return;
+    if (this.#ws.readyState !== this.#ws.OPEN) {
+      this.#batch = [];
+      return;
+    }
+    const message =
+      this.#batch.length === 1 ? this.#batch[0]! : Buffer.concat(this.#batch, this.#batchBytes);
+    this.#batch = [];
+    this.#batchBytes = 0;
+    this.#write(message);
+  }
+
+  #write(message: Buffer): void {
+    const length = message.length;
+    this.#ws.send(message, { binary: true }, (err) => {
       this.#queuedBytes -= length;
       // A failed write also ends the socket; ws reports that through 'close', where it is handled.
       if (err) this.#recordError(err);
@@ -117,6 +155,8 @@ export class WebSocketTransport implements FrameTransport {
   close(code: number, reason: string, error?: Error): void {
     if (error) this.#recordError(error);
     if (this.#ending) return;
+    // Frames sent before the close (a GOAWAY, a last RESET) go out ahead of the close frame.
+    this.#flushBatch();
     this.#ending = true;
     this.#stopTimers();
     this.#ws.close(code, closeReason(reason));
@@ -186,6 +226,8 @@ export class WebSocketTransport implements FrameTransport {
   }
 
   #stopTimers(): void {
+    clearImmediate(this.#batchFlush);
+    this.#batchFlush = undefined;
     clearInterval(this.#pingTimer);
     clearTimeout(this.#livenessTimer);
   }
