@@ -3,7 +3,7 @@
  * group their credentials select, through a client's tunnel.
  */
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
-import type { Logger } from '../observability/logger.js';
+import { deferredChild, type Logger } from '../observability/logger.js';
 import { StreamKind } from '../tunnel/constants.js';
 import type { FailureLimiter, GroupAuthority } from './auth.js';
 import type { SessionRegistry } from './registry.js';
@@ -52,7 +52,7 @@ export class Socks5Listener {
   #serve(socket: Socket): void {
     const { authority, limiter, registry, openTimeoutMs, handshakeTimeoutMs } = this.#options;
     const remote = socket.remoteAddress ?? 'unknown';
-    const logger = this.#options.logger.child({ conn: ++this.#connectionCounter, remote });
+    const logger = deferredChild(this.#options.logger, { conn: ++this.#connectionCounter, remote });
     const done = serveSocks5(socket, {
       handshakeTimeoutMs,
       logger,

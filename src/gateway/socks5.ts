@@ -18,7 +18,7 @@
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { PosternError, type PosternErrorCode } from '../errors.js';
-import type { Logger } from '../observability/logger.js';
+import { deferredChild, type Log } from '../observability/logger.js';
 import { Reason, reasonName } from '../tunnel/constants.js';
 import { splice } from '../tunnel/splice.js';
 
@@ -42,7 +42,7 @@ export interface Socks5Handlers {
   connect(group: string, target: Socks5Target, signal: AbortSignal): Promise<Duplex>;
   /** Deadline for greeting, authentication and request; not a read deadline after CONNECT. */
   handshakeTimeoutMs: number;
-  logger: Logger;
+  logger: Log;
 }
 
 const SOCKS_VERSION = 0x05;
@@ -139,7 +139,7 @@ function protocolViolation(event: string, context: Record<string, unknown>): Han
 class Socks5Connection {
   readonly #socket: Socket;
   readonly #handlers: Socks5Handlers;
-  readonly #log: Logger;
+  readonly #log: Log;
   readonly #socketClosed: Promise<void>;
   /** Resumes the one pending `#read`, if any, after the socket has news. */
   #wakeReader: (() => void) | null = null;
@@ -342,7 +342,7 @@ class Socks5Connection {
   }
 
   async #connect(group: string, target: Socks5Target): Promise<void> {
-    const log = this.#log.child({ group, target: formatTarget(target) });
+    const log = deferredChild(this.#log, { group, target: formatTarget(target) });
     // The abort below listens for 'close', which a socket already destroyed may not emit again.
     if (this.#socket.destroyed) {
       log.debug('socks5 user left before connect');
@@ -404,7 +404,7 @@ class Socks5Connection {
     }
   }
 
-  #refuseConnect(log: Logger, error: unknown): void {
+  #refuseConnect(log: Log, error: unknown): void {
     if (this.#socket.destroyed) {
       log.debug({ err: error }, 'socks5 connect cancelled: user left');
       return;
