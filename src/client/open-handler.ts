@@ -47,6 +47,6 @@ export async function handleOpen(open: IncomingOpen, options: OpenHandlerOptions
   }
   const stream = open.accept();
   log.debug('stream open');
-  await splice(socket, stream);
-  log.debug('stream closed');
+  // Not awaited: this function's frame (and `open`) need not live as long as the relay.
+  return splice(socket, stream).then(() => log.debug('stream closed'));
 }

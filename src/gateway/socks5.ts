@@ -140,11 +140,12 @@ class Socks5Connection {
   readonly #socket: Socket;
   readonly #handlers: Socks5Handlers;
   readonly #log: Log;
-  readonly #socketClosed: Promise<void>;
   /** Resumes the one pending `#read`, if any, after the socket has news. */
   #wakeReader: (() => void) | null = null;
   #deadlinePassed = false;
   #socketError: Error | undefined;
+  /** Whichever side failed first cut the relay; the other side's error is the echo of it. */
+  #cut: { by: 'user' | 'tunnel'; error: Error } | undefined;
 
   constructor(socket: Socket, handlers: Socks5Handlers) {
     this.#socket = socket;
@@ -155,14 +156,18 @@ class Socks5Connection {
     // Kept for the one log line that describes how the connection ended.
     socket.on('error', (error) => {
       this.#socketError ??= error;
+      this.#cut ??= { by: 'user', error };
     });
-    this.#socketClosed = whenClosed(socket);
   }
 
-  async serve(): Promise<void> {
-    const request = await this.#handshakeWithDeadline();
-    if (request !== null) await this.#connect(request.group, request.target);
-    await this.#socketClosed;
+  /**
+   * A promise chain rather than an async function: an idle relay lasts for hours, and a
+   * suspended async function would keep its frame (and all it refers to) for as long.
+   */
+  serve(): Promise<void> {
+    return this.#handshakeWithDeadline()
+      .then((request) => (request === null ? undefined : this.#connect(request)))
+      .then(() => whenClosed(this.#socket));
   }
 
   async #handshakeWithDeadline(): Promise<{ group: string; target: Socks5Target } | null> {
@@ -341,38 +346,23 @@ class Socks5Connection {
     });
   }
 
-  async #connect(group: string, target: Socks5Target): Promise<void> {
+  /** Opens the stream and answers; resolves with the relay, if there is one, not after it. */
+  async #connect({ group, target }: { group: string; target: Socks5Target }): Promise<void> {
     const log = deferredChild(this.#log, { group, target: formatTarget(target) });
-    // The abort below listens for 'close', which a socket already destroyed may not emit again.
+    // The abort in #open listens for 'close', which a socket already destroyed may not emit again.
     if (this.#socket.destroyed) {
       log.debug('socks5 user left before connect');
       return;
     }
-    const abort = new AbortController();
-    const abortOnClose = () => {
-      abort.abort(
-        new PosternError('POSTERN_ERR_OPEN_FAILED', 'the SOCKS5 user disconnected', {
-          reason: Reason.CANCELLED,
-        }),
-      );
-    };
-    this.#socket.once('close', abortOnClose);
     let stream: Duplex;
     try {
-      stream = await this.#handlers.connect(group, target, abort.signal);
+      stream = await this.#open(group, target);
     } catch (error) {
       this.#refuseConnect(log, error);
       return;
-    } finally {
-      this.#socket.off('close', abortOnClose);
     }
-    // Whichever side fails first cut the relay; the other side's error is the echo of it.
-    let cut: { by: 'user' | 'tunnel'; error: Error } | undefined;
     stream.on('error', (error) => {
-      cut ??= { by: 'tunnel', error };
-    });
-    this.#socket.on('error', (error) => {
-      cut ??= { by: 'user', error };
+      this.#cut ??= { by: 'tunnel', error };
     });
     if (this.#socket.destroyed) {
       log.debug({ err: this.#socketError }, 'socks5 user left before connect finished');
@@ -393,15 +383,39 @@ class Socks5Connection {
     }
     this.#socket.write(commandReply(Socks5Reply.SUCCEEDED));
     log.debug('socks5 connected');
-    await splice(this.#socket, stream);
-    const bytes = { fromUser: this.#socket.bytesRead, toUser: this.#socket.bytesWritten };
-    const completed = stream.readableEnded && stream.writableFinished;
-    if (completed && cut === undefined) {
-      log.debug(bytes, 'socks5 connection closed');
-    } else {
-      // No error on either side yet incomplete: the stream was reset without one.
-      log.info({ ...bytes, cutBy: cut?.by ?? 'tunnel', err: cut?.error }, 'socks5 relay reset');
+    return this.#relay(stream, log);
+  }
+
+  /** connect() with a signal that aborts when the user leaves; the signal lives only this long. */
+  async #open(group: string, target: Socks5Target): Promise<Duplex> {
+    const abort = new AbortController();
+    const abortOnClose = () => {
+      abort.abort(
+        new PosternError('POSTERN_ERR_OPEN_FAILED', 'the SOCKS5 user disconnected', {
+          reason: Reason.CANCELLED,
+        }),
+      );
+    };
+    this.#socket.once('close', abortOnClose);
+    try {
+      return await this.#handlers.connect(group, target, abort.signal);
+    } finally {
+      this.#socket.off('close', abortOnClose);
     }
+  }
+
+  #relay(stream: Duplex, log: Log): Promise<void> {
+    return splice(this.#socket, stream).then(() => {
+      const bytes = { fromUser: this.#socket.bytesRead, toUser: this.#socket.bytesWritten };
+      const completed = stream.readableEnded && stream.writableFinished;
+      const cut = this.#cut;
+      if (completed && cut === undefined) {
+        log.debug(bytes, 'socks5 connection closed');
+      } else {
+        // No error on either side yet incomplete: the stream was reset without one.
+        log.info({ ...bytes, cutBy: cut?.by ?? 'tunnel', err: cut?.error }, 'socks5 relay reset');
+      }
+    });
   }
 
   #refuseConnect(log: Log, error: unknown): void {
