@@ -352,7 +352,7 @@ export class HttpProxy {
     const stream = await relay.open(target);
     if (stream === null) return;
     socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-    await relay.splice(stream, head);
+    return relay.splice(stream, head);
   }
 
   async #upgrade(req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
@@ -365,7 +365,7 @@ export class HttpProxy {
     const stream = await relay.open(target);
     if (stream === null) return;
     stream.write(upgradeRequestHead(req, target));
-    await relay.splice(stream, head);
+    return relay.splice(stream, head);
   }
 
   #relayFor(req: IncomingMessage, socket: Socket): Relay {
@@ -495,7 +495,8 @@ function poolable(stream: Duplex): Duplex {
 class Relay {
   readonly #socket: Socket;
   readonly #log: Log;
-  readonly #authorize: (signal: AbortSignal) => Promise<string | ProxyFailure | null>;
+  /** Used once, by open(); dropped then so the relay does not keep the request alive. */
+  #authorize: ((signal: AbortSignal) => Promise<string | ProxyFailure | null>) | undefined;
   readonly #handlers: HttpProxyHandlers;
   #socketError: Error | undefined;
 
@@ -539,7 +540,10 @@ class Relay {
     };
     socket.once('close', abortOnClose);
     try {
-      const group = await this.#authorize(left.signal);
+      const authorize = this.#authorize;
+      this.#authorize = undefined;
+      if (authorize === undefined) throw new Error('a relay opens once');
+      const group = await authorize(left.signal);
       if (group === null) {
         socket.destroy();
         return null;
@@ -574,8 +578,12 @@ class Relay {
     return stream;
   }
 
-  /** Splices the user's socket and the stream; `head` is what the user sent past the head. */
-  async splice(stream: Duplex, head: Buffer): Promise<void> {
+  /**
+   * Splices the user's socket and the stream; `head` is what the user sent past the head.
+   * Resolves when the relay ends; nothing suspended waits for it, so an idle relay holds no
+   * request, head or async frame.
+   */
+  splice(stream: Duplex, head: Buffer): Promise<void> {
     if (head.length > 0) stream.write(head);
     let cut: { by: 'user' | 'tunnel'; error: Error } | undefined;
     stream.on('error', (error) => {
@@ -585,13 +593,17 @@ class Relay {
       cut ??= { by: 'user', error };
     });
     this.#log.debug('http relay open');
-    await splice(this.#socket, stream);
-    const bytes = { fromUser: this.#socket.bytesRead, toUser: this.#socket.bytesWritten };
-    if (stream.readableEnded && stream.writableFinished && cut === undefined) {
-      this.#log.debug(bytes, 'http relay closed');
-    } else {
-      this.#log.info({ ...bytes, cutBy: cut?.by ?? 'tunnel', err: cut?.error }, 'http relay reset');
-    }
+    return splice(this.#socket, stream).then(() => {
+      const bytes = { fromUser: this.#socket.bytesRead, toUser: this.#socket.bytesWritten };
+      if (stream.readableEnded && stream.writableFinished && cut === undefined) {
+        this.#log.debug(bytes, 'http relay closed');
+      } else {
+        this.#log.info(
+          { ...bytes, cutBy: cut?.by ?? 'tunnel', err: cut?.error },
+          'http relay reset',
+        );
+      }
+    });
   }
 }
 
