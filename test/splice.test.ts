@@ -110,3 +110,54 @@ test('both sides ending cleanly closes both without a reset', async () => {
   assert.equal(stream.errored, null);
   await close();
 });
+
+test('a socket whose FIN was read before the splice ends the stream at once', async () => {
+  const { near, far, close } = await socketPair();
+  far.end('early');
+  const early = await new Promise<Buffer>((resolve) => {
+    const chunks: Buffer[] = [];
+    near.on('data', (chunk: Buffer) => chunks.push(chunk));
+    near.once('end', () => resolve(Buffer.concat(chunks)));
+  });
+  near.removeAllListeners('data');
+  near.pause();
+  assert.equal(early.toString(), 'early');
+  const stream = manualStream();
+  const finished = once(stream, 'finish');
+  const done = splice(near, stream);
+  await finished;
+  assert.equal(stream.written.length, 0);
+  stream.push(null);
+  await done;
+  assert.equal(stream.errored, null);
+  await close();
+});
+
+test('a stream that is slow to take writes pauses the socket until it drains', async () => {
+  const { near, far, close } = await socketPair();
+  let held: (() => void) | null = null;
+  let holding = true;
+  const taken: Buffer[] = [];
+  const stream = new Duplex({
+    read: () => undefined,
+    writableHighWaterMark: 1024,
+    write(chunk: Buffer, _encoding, callback) {
+      taken.push(chunk);
+      if (holding) held = () => callback();
+      else callback();
+    },
+  });
+  const done = splice(near, stream);
+  far.end(Buffer.alloc(64 * 1024, 1));
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.equal(near.isPaused(), true, 'the socket waits for the stream');
+  assert.equal(taken.length, 1);
+  holding = false;
+  const finished = once(stream, 'finish');
+  (held as (() => void) | null)?.();
+  await finished;
+  assert.equal(Buffer.concat(taken).length, 64 * 1024);
+  stream.push(null);
+  await done;
+  await close();
+});

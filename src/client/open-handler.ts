@@ -3,7 +3,7 @@
  * target, answer OPEN_OK or OPEN_ERROR with the precise reason, then join socket and stream.
  */
 import { isPosternError } from '../errors.js';
-import type { Logger } from '../observability/logger.js';
+import { deferredChild, type Log } from '../observability/logger.js';
 import { Reason, reasonName, StreamKind } from '../tunnel/constants.js';
 import type { IncomingOpen } from '../tunnel/session.js';
 import { splice } from '../tunnel/splice.js';
@@ -13,12 +13,12 @@ import type { AccessPolicy } from './policy.js';
 export interface OpenHandlerOptions {
   policy: AccessPolicy;
   dialTimeoutMs: number;
-  logger: Logger;
+  logger: Log;
 }
 
 export async function handleOpen(open: IncomingOpen, options: OpenHandlerOptions): Promise<void> {
   const { host, port, kind } = open.target;
-  const log = options.logger.child({ stream: open.streamId, target: `${host}:${port}` });
+  const log = deferredChild(options.logger, { stream: open.streamId, target: `${host}:${port}` });
   if (kind !== StreamKind.TCP) {
     open.reject(Reason.UNSUPPORTED, 'only TCP streams are supported by this client');
     return;
@@ -47,6 +47,6 @@ export async function handleOpen(open: IncomingOpen, options: OpenHandlerOptions
   }
   const stream = open.accept();
   log.debug('stream open');
-  await splice(socket, stream);
-  log.debug('stream closed');
+  // Not awaited: this function's frame (and `open`) need not live as long as the relay.
+  return splice(socket, stream).then(() => log.debug('stream closed'));
 }

@@ -32,7 +32,7 @@ import {
 import { isIPv6, type Socket } from 'node:net';
 import { type Duplex, pipeline } from 'node:stream';
 import { isPosternError, PosternError } from '../errors.js';
-import type { Logger } from '../observability/logger.js';
+import { deferredChild, type Log } from '../observability/logger.js';
 import { Reason } from '../tunnel/constants.js';
 import { splice } from '../tunnel/splice.js';
 
@@ -80,7 +80,7 @@ export interface HttpProxyHandlers {
    * say why; `signal` aborts when the user leaves.
    */
   open(group: string, target: ProxyTarget, signal: AbortSignal): Promise<Duplex>;
-  logger: Logger;
+  logger: Log;
 }
 
 /** An answer the proxy gives itself, with its RFC 9209 error type. */
@@ -173,7 +173,10 @@ export class HttpProxy {
     let connection = this.#connections.get(socket);
     if (connection === undefined) {
       const remote = socket.remoteAddress ?? 'unknown';
-      const logger = this.#handlers.logger.child({ conn: ++this.#connectionCounter, remote });
+      const logger = deferredChild(this.#handlers.logger, {
+        conn: ++this.#connectionCounter,
+        remote,
+      });
       connection = new UserConnection(socket, logger, this.#handlers.open);
       this.#connections.set(socket, connection);
     }
@@ -185,7 +188,7 @@ export class HttpProxy {
   async #forward(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const connection = this.#connectionOf(req.socket);
     connection.track(res);
-    const log = connection.log.child({ method: req.method, url: req.url });
+    const log = deferredChild(connection.log, { method: req.method, url: req.url });
     const target = parseAbsoluteForm(req.url ?? '');
     if (typeof target === 'string') {
       log.info({ problem: target }, 'http request refused: bad target');
@@ -197,7 +200,7 @@ export class HttpProxy {
       if (group !== null) this.#reply(res, group, PROXY_AUTHENTICATE);
       return;
     }
-    this.#sendUpstream(req, res, target, connection.agentFor(group), log.child({ group }));
+    this.#sendUpstream(req, res, target, connection.agentFor(group), deferredChild(log, { group }));
   }
 
   #sendUpstream(
@@ -205,7 +208,7 @@ export class HttpProxy {
     res: ServerResponse,
     target: ForwardTarget,
     agent: Agent,
-    log: Logger,
+    log: Log,
   ): void {
     const upstream = httpRequest({
       agent,
@@ -254,7 +257,7 @@ export class HttpProxy {
     upstream.flushHeaders();
   }
 
-  #relayResponse(response: IncomingMessage, res: ServerResponse, log: Logger): void {
+  #relayResponse(response: IncomingMessage, res: ServerResponse, log: Log): void {
     if (res.destroyed) {
       log.debug('http response dropped: user left');
       response.destroy();
@@ -305,7 +308,7 @@ export class HttpProxy {
   async #authorize(
     req: IncomingMessage,
     signal: AbortSignal,
-    log: Logger,
+    log: Log,
   ): Promise<string | ProxyFailure | null> {
     const header = req.headers['proxy-authorization'];
     const credentials = header === undefined ? null : parseProxyAuthorization(header);
@@ -349,7 +352,7 @@ export class HttpProxy {
     const stream = await relay.open(target);
     if (stream === null) return;
     socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-    await relay.splice(stream, head);
+    return relay.splice(stream, head);
   }
 
   async #upgrade(req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
@@ -362,12 +365,12 @@ export class HttpProxy {
     const stream = await relay.open(target);
     if (stream === null) return;
     stream.write(upgradeRequestHead(req, target));
-    await relay.splice(stream, head);
+    return relay.splice(stream, head);
   }
 
   #relayFor(req: IncomingMessage, socket: Socket): Relay {
     const remote = socket.remoteAddress ?? 'unknown';
-    const log = this.#handlers.logger.child({
+    const log = deferredChild(this.#handlers.logger, {
       conn: ++this.#connectionCounter,
       remote,
       method: req.method,
@@ -396,13 +399,13 @@ export class HttpProxy {
 
 /** One kept-alive user connection: its tunnel stream pools and the responses in flight. */
 class UserConnection {
-  readonly log: Logger;
+  readonly log: Log;
   readonly signal: AbortSignal;
   readonly #open: HttpProxyHandlers['open'];
   readonly #agents = new Map<string, TunnelAgent>();
   readonly #responses = new Set<ServerResponse>();
 
-  constructor(socket: Socket, log: Logger, open: HttpProxyHandlers['open']) {
+  constructor(socket: Socket, log: Log, open: HttpProxyHandlers['open']) {
     this.log = log;
     this.#open = open;
     const left = new AbortController();
@@ -491,14 +494,15 @@ function poolable(stream: Duplex): Duplex {
 /** A CONNECT or upgraded connection: authorize, open the stream, then splice. */
 class Relay {
   readonly #socket: Socket;
-  readonly #log: Logger;
-  readonly #authorize: (signal: AbortSignal) => Promise<string | ProxyFailure | null>;
+  readonly #log: Log;
+  /** Used once, by open(); dropped then so the relay does not keep the request alive. */
+  #authorize: ((signal: AbortSignal) => Promise<string | ProxyFailure | null>) | undefined;
   readonly #handlers: HttpProxyHandlers;
   #socketError: Error | undefined;
 
   constructor(
     socket: Socket,
-    log: Logger,
+    log: Log,
     authorize: (signal: AbortSignal) => Promise<string | ProxyFailure | null>,
     handlers: HttpProxyHandlers,
   ) {
@@ -536,7 +540,10 @@ class Relay {
     };
     socket.once('close', abortOnClose);
     try {
-      const group = await this.#authorize(left.signal);
+      const authorize = this.#authorize;
+      this.#authorize = undefined;
+      if (authorize === undefined) throw new Error('a relay opens once');
+      const group = await authorize(left.signal);
       if (group === null) {
         socket.destroy();
         return null;
@@ -571,8 +578,12 @@ class Relay {
     return stream;
   }
 
-  /** Splices the user's socket and the stream; `head` is what the user sent past the head. */
-  async splice(stream: Duplex, head: Buffer): Promise<void> {
+  /**
+   * Splices the user's socket and the stream; `head` is what the user sent past the head.
+   * Resolves when the relay ends; nothing suspended waits for it, so an idle relay holds no
+   * request, head or async frame.
+   */
+  splice(stream: Duplex, head: Buffer): Promise<void> {
     if (head.length > 0) stream.write(head);
     let cut: { by: 'user' | 'tunnel'; error: Error } | undefined;
     stream.on('error', (error) => {
@@ -582,13 +593,17 @@ class Relay {
       cut ??= { by: 'user', error };
     });
     this.#log.debug('http relay open');
-    await splice(this.#socket, stream);
-    const bytes = { fromUser: this.#socket.bytesRead, toUser: this.#socket.bytesWritten };
-    if (stream.readableEnded && stream.writableFinished && cut === undefined) {
-      this.#log.debug(bytes, 'http relay closed');
-    } else {
-      this.#log.info({ ...bytes, cutBy: cut?.by ?? 'tunnel', err: cut?.error }, 'http relay reset');
-    }
+    return splice(this.#socket, stream).then(() => {
+      const bytes = { fromUser: this.#socket.bytesRead, toUser: this.#socket.bytesWritten };
+      if (stream.readableEnded && stream.writableFinished && cut === undefined) {
+        this.#log.debug(bytes, 'http relay closed');
+      } else {
+        this.#log.info(
+          { ...bytes, cutBy: cut?.by ?? 'tunnel', err: cut?.error },
+          'http relay reset',
+        );
+      }
+    });
   }
 }
 

@@ -5,7 +5,7 @@
  * group, and one who offers credentials is checked as usual and gets the group they select.
  */
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
-import type { Logger } from '../observability/logger.js';
+import { deferredChild, type Logger } from '../observability/logger.js';
 import { StreamKind } from '../tunnel/constants.js';
 import type { FailureLimiter, GroupAuthority } from './auth.js';
 import type { SessionRegistry } from './registry.js';
@@ -61,7 +61,7 @@ export class Socks5Listener {
       this.#options;
     if (guard !== undefined && !guard.admit(socket)) return;
     const remote = socket.remoteAddress ?? 'unknown';
-    const logger = this.#options.logger.child({ conn: ++this.#connectionCounter, remote });
+    const logger = deferredChild(this.#options.logger, { conn: ++this.#connectionCounter, remote });
     const done = serveSocks5(socket, {
       handshakeTimeoutMs,
       logger,

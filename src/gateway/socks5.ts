@@ -18,7 +18,7 @@
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { PosternError, type PosternErrorCode } from '../errors.js';
-import type { Logger } from '../observability/logger.js';
+import { deferredChild, type Log } from '../observability/logger.js';
 import { Reason, reasonName } from '../tunnel/constants.js';
 import { splice } from '../tunnel/splice.js';
 
@@ -42,7 +42,7 @@ export interface Socks5Handlers {
   connect(group: string, target: Socks5Target, signal: AbortSignal): Promise<Duplex>;
   /** Deadline for greeting, authentication and request; not a read deadline after CONNECT. */
   handshakeTimeoutMs: number;
-  logger: Logger;
+  logger: Log;
 }
 
 const SOCKS_VERSION = 0x05;
@@ -139,12 +139,13 @@ function protocolViolation(event: string, context: Record<string, unknown>): Han
 class Socks5Connection {
   readonly #socket: Socket;
   readonly #handlers: Socks5Handlers;
-  readonly #log: Logger;
-  readonly #socketClosed: Promise<void>;
+  readonly #log: Log;
   /** Resumes the one pending `#read`, if any, after the socket has news. */
   #wakeReader: (() => void) | null = null;
   #deadlinePassed = false;
   #socketError: Error | undefined;
+  /** Whichever side failed first cut the relay; the other side's error is the echo of it. */
+  #cut: { by: 'user' | 'tunnel'; error: Error } | undefined;
 
   constructor(socket: Socket, handlers: Socks5Handlers) {
     this.#socket = socket;
@@ -155,14 +156,18 @@ class Socks5Connection {
     // Kept for the one log line that describes how the connection ended.
     socket.on('error', (error) => {
       this.#socketError ??= error;
+      this.#cut ??= { by: 'user', error };
     });
-    this.#socketClosed = whenClosed(socket);
   }
 
-  async serve(): Promise<void> {
-    const request = await this.#handshakeWithDeadline();
-    if (request !== null) await this.#connect(request.group, request.target);
-    await this.#socketClosed;
+  /**
+   * A promise chain rather than an async function: an idle relay lasts for hours, and a
+   * suspended async function would keep its frame (and all it refers to) for as long.
+   */
+  serve(): Promise<void> {
+    return this.#handshakeWithDeadline()
+      .then((request) => (request === null ? undefined : this.#connect(request)))
+      .then(() => whenClosed(this.#socket));
   }
 
   async #handshakeWithDeadline(): Promise<{ group: string; target: Socks5Target } | null> {
@@ -341,38 +346,23 @@ class Socks5Connection {
     });
   }
 
-  async #connect(group: string, target: Socks5Target): Promise<void> {
-    const log = this.#log.child({ group, target: formatTarget(target) });
-    // The abort below listens for 'close', which a socket already destroyed may not emit again.
+  /** Opens the stream and answers; resolves with the relay, if there is one, not after it. */
+  async #connect({ group, target }: { group: string; target: Socks5Target }): Promise<void> {
+    const log = deferredChild(this.#log, { group, target: formatTarget(target) });
+    // The abort in #open listens for 'close', which a socket already destroyed may not emit again.
     if (this.#socket.destroyed) {
       log.debug('socks5 user left before connect');
       return;
     }
-    const abort = new AbortController();
-    const abortOnClose = () => {
-      abort.abort(
-        new PosternError('POSTERN_ERR_OPEN_FAILED', 'the SOCKS5 user disconnected', {
-          reason: Reason.CANCELLED,
-        }),
-      );
-    };
-    this.#socket.once('close', abortOnClose);
     let stream: Duplex;
     try {
-      stream = await this.#handlers.connect(group, target, abort.signal);
+      stream = await this.#open(group, target);
     } catch (error) {
       this.#refuseConnect(log, error);
       return;
-    } finally {
-      this.#socket.off('close', abortOnClose);
     }
-    // Whichever side fails first cut the relay; the other side's error is the echo of it.
-    let cut: { by: 'user' | 'tunnel'; error: Error } | undefined;
     stream.on('error', (error) => {
-      cut ??= { by: 'tunnel', error };
-    });
-    this.#socket.on('error', (error) => {
-      cut ??= { by: 'user', error };
+      this.#cut ??= { by: 'tunnel', error };
     });
     if (this.#socket.destroyed) {
       log.debug({ err: this.#socketError }, 'socks5 user left before connect finished');
@@ -393,18 +383,42 @@ class Socks5Connection {
     }
     this.#socket.write(commandReply(Socks5Reply.SUCCEEDED));
     log.debug('socks5 connected');
-    await splice(this.#socket, stream);
-    const bytes = { fromUser: this.#socket.bytesRead, toUser: this.#socket.bytesWritten };
-    const completed = stream.readableEnded && stream.writableFinished;
-    if (completed && cut === undefined) {
-      log.debug(bytes, 'socks5 connection closed');
-    } else {
-      // No error on either side yet incomplete: the stream was reset without one.
-      log.info({ ...bytes, cutBy: cut?.by ?? 'tunnel', err: cut?.error }, 'socks5 relay reset');
+    return this.#relay(stream, log);
+  }
+
+  /** connect() with a signal that aborts when the user leaves; the signal lives only this long. */
+  async #open(group: string, target: Socks5Target): Promise<Duplex> {
+    const abort = new AbortController();
+    const abortOnClose = () => {
+      abort.abort(
+        new PosternError('POSTERN_ERR_OPEN_FAILED', 'the SOCKS5 user disconnected', {
+          reason: Reason.CANCELLED,
+        }),
+      );
+    };
+    this.#socket.once('close', abortOnClose);
+    try {
+      return await this.#handlers.connect(group, target, abort.signal);
+    } finally {
+      this.#socket.off('close', abortOnClose);
     }
   }
 
-  #refuseConnect(log: Logger, error: unknown): void {
+  #relay(stream: Duplex, log: Log): Promise<void> {
+    return splice(this.#socket, stream).then(() => {
+      const bytes = { fromUser: this.#socket.bytesRead, toUser: this.#socket.bytesWritten };
+      const completed = stream.readableEnded && stream.writableFinished;
+      const cut = this.#cut;
+      if (completed && cut === undefined) {
+        log.debug(bytes, 'socks5 connection closed');
+      } else {
+        // No error on either side yet incomplete: the stream was reset without one.
+        log.info({ ...bytes, cutBy: cut?.by ?? 'tunnel', err: cut?.error }, 'socks5 relay reset');
+      }
+    });
+  }
+
+  #refuseConnect(log: Log, error: unknown): void {
     if (this.#socket.destroyed) {
       log.debug({ err: error }, 'socks5 connect cancelled: user left');
       return;
