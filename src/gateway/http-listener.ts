@@ -8,29 +8,13 @@
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import type { Logger } from '../observability/logger.js';
 import { StreamKind } from '../tunnel/constants.js';
-import type { FailureLimiter, GroupAuthority } from './auth.js';
+import type { FrontDoorOptions } from './front-door.js';
 import { HttpProxy, httpProxyServerOptions } from './http-proxy.js';
-import type { SessionRegistry } from './registry.js';
-import type { SourceGuard } from './source-filter.js';
 
-export interface HttpProxyListenerOptions {
-  host: string;
-  port: number;
+export interface HttpProxyListenerOptions extends FrontDoorOptions {
   /** Certificate and key for an HTTPS proxy (users speak TLS to the proxy); absent: plain HTTP. */
   tls?: { cert: string; key: string } | undefined;
-  authority: GroupAuthority;
-  limiter: FailureLimiter;
-  registry: SessionRegistry;
-  openTimeoutMs: number;
-  /** Deadline for the TLS handshake and for each request head; not for bodies or tunnels. */
-  handshakeTimeoutMs: number;
-  /** Closes connections from sources outside `allowed_sources` as they are accepted. */
-  guard?: SourceGuard | undefined;
-  /** The group of requests without `Proxy-Authorization`; absent: such requests get 407. */
-  noAuthGroup?: string | undefined;
-  logger: Logger;
 }
 
 export class HttpProxyListener {

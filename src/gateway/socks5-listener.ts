@@ -5,27 +5,12 @@
  * group, and one who offers credentials is checked as usual and gets the group they select.
  */
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
-import { deferredChild, type Logger } from '../observability/logger.js';
+import { deferredChild } from '../observability/logger.js';
 import { StreamKind } from '../tunnel/constants.js';
-import type { FailureLimiter, GroupAuthority } from './auth.js';
-import type { SessionRegistry } from './registry.js';
+import type { FrontDoorOptions } from './front-door.js';
 import { serveSocks5 } from './socks5.js';
-import type { SourceGuard } from './source-filter.js';
 
-export interface Socks5ListenerOptions {
-  host: string;
-  port: number;
-  authority: GroupAuthority;
-  limiter: FailureLimiter;
-  registry: SessionRegistry;
-  openTimeoutMs: number;
-  handshakeTimeoutMs: number;
-  /** Closes connections from sources outside `allowed_sources` as they are accepted. */
-  guard?: SourceGuard | undefined;
-  /** The group of users who offer no credentials (SOCKS5 method 0x00); absent: credentials required. */
-  noAuthGroup?: string | undefined;
-  logger: Logger;
-}
+export type Socks5ListenerOptions = FrontDoorOptions;
 
 export class Socks5Listener {
   #options: Socks5ListenerOptions;
