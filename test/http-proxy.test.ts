@@ -18,6 +18,7 @@ import { type AddressInfo, connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { connect as tlsConnect } from 'node:tls';
 import { WebSocketServer } from 'ws';
 import { PosternError } from '../src/errors.js';
 import type { Gateway } from '../src/gateway/gateway.js';
@@ -37,6 +38,7 @@ import {
   startClient,
   startEchoServer,
   startGateway,
+  startTcpServer,
   type TestServer,
   waitForSessions,
 } from './helpers/e2e.js';
@@ -282,8 +284,11 @@ function rawExchange(
 }
 
 /** Opens a CONNECT tunnel on a raw socket; resolves once the proxy said 200. */
-async function rawConnect(proxyPort: number, target: string): Promise<Socket> {
-  const socket = connect({ host: '127.0.0.1', port: proxyPort });
+async function rawConnect(proxyPort: number, target: string, proxyCa?: string): Promise<Socket> {
+  const socket =
+    proxyCa === undefined
+      ? connect({ host: '127.0.0.1', port: proxyPort })
+      : tlsConnect({ host: '127.0.0.1', port: proxyPort, ca: proxyCa });
   socket.write(
     `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\nProxy-Authorization: ${basic(GROUP, PASSWORD)}\r\n\r\n`,
   );
@@ -902,6 +907,39 @@ describe('HTTP and HTTPS proxy through the tunnel', () => {
     // Without trusting the proxy's certificate, curl refuses it: TLS is really checked.
     const untrusted = await curl(['--proxy', https, `http://127.0.0.1:${web.port}/`]);
     assert.equal(untrusted.code, 60, untrusted.stderr);
+  });
+
+  test('a target reset inside a CONNECT through the HTTPS proxy cuts that user only', async () => {
+    // The user's socket is TLS here, which cannot be reset like TCP: the gateway must cut it
+    // another way, not throw.
+    const resetting = await startTcpServer((socket) => {
+      socket.once('data', () => socket.write('partial', () => socket.resetAndDestroy()));
+    });
+    try {
+      const user = await rawConnect(
+        httpsPort,
+        `127.0.0.1:${resetting.port}`,
+        gateway.certificate.cert,
+      );
+      const received: Buffer[] = [];
+      user.on('data', (chunk: Buffer) => received.push(chunk));
+      // Node's TLS client may or may not call a cut without close_notify an error; either way
+      // the bytes before the reset arrive and the socket closes.
+      user.on('error', () => undefined);
+      user.write('go');
+      await once(user, 'close');
+      assert.equal(Buffer.concat(received).toString(), 'partial');
+      const after = await curl([
+        '--proxy',
+        proxyUrl('https', httpsPort),
+        '--proxy-cacert',
+        gatewayCertFile,
+        `http://127.0.0.1:${web.port}/after-reset`,
+      ]);
+      assert.equal(after.code, 0, after.stderr);
+    } finally {
+      await resetting.close();
+    }
   });
 
   test('an idle CONNECT tunnel and an idle kept-alive connection outlive the head deadline', async () => {

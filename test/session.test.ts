@@ -1,3 +1,4 @@
+import './helpers/fail-on-unhandled.js';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
@@ -54,6 +55,18 @@ describe('session', () => {
     const stream = await pair.gateway.openStream(target, { timeoutMs: 5000 });
     stream.end('question');
     assert.equal((await readAll(stream)).toString(), 'got question');
+  });
+
+  it('a RESET read together with the OPEN_OK leaves a destroyed stream, not an uncaught error', async (t) => {
+    // accept() then destroy() in one turn: OPEN_OK and RESET leave in one message and are read
+    // together, so the stream fails before the opener's await returns.
+    const pair = await createSessionPair({
+      onOpen: (open) => open.accept().destroy(),
+    });
+    t.after(() => pair.close());
+    const stream = await pair.gateway.openStream(target, { timeoutMs: 5000 });
+    assert.equal(stream.destroyed, true);
+    assert.ok(isPosternError(stream.errored, 'POSTERN_ERR_STREAM_RESET'), String(stream.errored));
   });
 
   it('reports OPEN_ERROR with its reason', async (t) => {

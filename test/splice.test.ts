@@ -9,7 +9,7 @@ import { once } from 'node:events';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { test } from 'node:test';
-import { splice } from '../src/tunnel/splice.js';
+import { resetSocket, splice } from '../src/tunnel/splice.js';
 
 /** A connected pair of real sockets on 127.0.0.1: `near` is spliced, `far` plays the user. */
 async function socketPair(): Promise<{ near: Socket; far: Socket; close: () => Promise<void> }> {
@@ -159,5 +159,34 @@ test('a stream that is slow to take writes pauses the socket until it drains', a
   assert.equal(Buffer.concat(taken).length, 64 * 1024);
   stream.push(null);
   await done;
+  await close();
+});
+
+test('a stream that closed before the splice began still settles it and resets the socket', async () => {
+  const { near, far, close } = await socketPair();
+  const stream = manualStream();
+  stream.on('error', () => undefined);
+  stream.destroy(new Error('reset before the relay'));
+  await new Promise((resolve) => stream.once('close', resolve));
+  const farError = once(far, 'error') as Promise<[NodeJS.ErrnoException]>;
+  await splice(near, stream);
+  const [error] = await farError;
+  assert.equal(error.code, 'ECONNRESET');
+  await close();
+});
+
+test('resetSocket resets a socket that was ended with reply bytes still queued', async () => {
+  const { near, far, close } = await socketPair();
+  // The user reads nothing yet, so the reply backs up in near's write queue behind end().
+  far.pause();
+  near.end(Buffer.alloc(16 * 1024 * 1024, 1));
+  assert.ok(near.writableLength > 0, 'the reply is still queued');
+  resetSocket(near);
+  const ended = new Promise<string>((resolve) => {
+    far.once('end', () => resolve('end'));
+    far.once('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? 'error'));
+  });
+  far.resume();
+  assert.equal(await ended, 'ECONNRESET', 'a cut reply must not look complete');
   await close();
 });

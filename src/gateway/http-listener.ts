@@ -52,14 +52,13 @@ export class HttpProxyListener {
       authenticate: async (credentials, remote, signal) => {
         if (credentials === null) return noAuthGroup ?? null;
         if (limiter.isBlocked(remote)) return null;
+        // Counted as a failure until it succeeds, so parallel guesses are slowed down too.
+        limiter.recordFailure(remote);
         await limiter.wait(remote, signal);
         const check = await authority.checkGroup(credentials.username, credentials.password, false);
-        if (check === 'ok') {
-          limiter.recordSuccess(remote);
-          return credentials.username;
-        }
-        limiter.recordFailure(remote);
-        return null;
+        if (check !== 'ok') return null;
+        limiter.recordSuccess(remote);
+        return credentials.username;
       },
       open: (group, target, signal) =>
         registry.open(

@@ -140,10 +140,10 @@ export class HttpProxy {
     // With a listener, Node leaves `100 Continue` to us: it is the target's to give.
     server.on('checkContinue', onRequest);
     server.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => {
-      this.#track(this.#connect(req, socket, head));
+      this.#track(this.#connect(req, socket, head), socket);
     });
     server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
-      this.#track(this.#upgrade(req, socket, head));
+      this.#track(this.#upgrade(req, socket, head), socket);
     });
     server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
       this.#onClientError(error, socket);
@@ -164,9 +164,14 @@ export class HttpProxy {
     await Promise.all(this.#relays);
   }
 
-  #track(relay: Promise<void>): void {
-    this.#relays.add(relay);
-    void relay.then(() => this.#relays.delete(relay));
+  /** Keeps `relay` for settled(); a relay that fails unexpectedly is logged and its user cut. */
+  #track(relay: Promise<void>, socket: Socket): void {
+    const tracked = relay.catch((error: unknown) => {
+      this.#handlers.logger.error({ err: error }, 'http relay failed');
+      socket.destroy();
+    });
+    this.#relays.add(tracked);
+    void tracked.then(() => this.#relays.delete(tracked));
   }
 
   #connectionOf(socket: Socket): UserConnection {
@@ -573,6 +578,11 @@ class Relay {
     if (this.#socket.destroyed) {
       this.#log.debug({ err: this.#socketError }, 'http relay cancelled: user left');
       stream.destroy();
+      return null;
+    }
+    if (stream.destroyed) {
+      // Reset by the client's side together with its OPEN_OK (the target hung up at once).
+      this.refuse(failureFor(stream.errored ?? new Error('stream closed before the relay began')));
       return null;
     }
     return stream;

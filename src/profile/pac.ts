@@ -3,8 +3,8 @@
  *
  * - A PAC file cannot carry credentials. For `PROXY` and `HTTPS` entries the browser answers the
  *   gateway's `407 Proxy-Authenticate: Basic` by asking the user (user name = group id), so
- *   those work. Browsers cannot authenticate to a SOCKS5 proxy, and the gateway's SOCKS5 proxy
- *   always requires credentials, so SOCKS5 is never listed.
+ *   those work. Browsers cannot authenticate to a SOCKS5 proxy, so SOCKS5 is not listed (a
+ *   listener with `no_auth_group` would work for its group and sources; not listed yet).
  * - `HTTPS` (TLS to the proxy, credentials encrypted) comes before `PROXY`.
  * - There is no `DIRECT` fallback: when the gateway is unreachable, requests fail instead of
  *   silently leaving from the device's own network.

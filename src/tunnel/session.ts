@@ -15,6 +15,9 @@ import type { FrameTransport, TransportCloseInfo } from './transport.js';
 
 export type SessionRole = 'gateway' | 'client';
 export type SessionState = 'open' | 'draining' | 'closed';
+
+/** See #onOpenAnswer: the error is read from `stream.errored` by the opener. */
+const keepInErrored = () => undefined;
 export type SessionCloseInfo = TransportCloseInfo;
 
 /** A stream the peer asked to open; answer with accept() or reject(). */
@@ -344,6 +347,10 @@ export class Session extends EventEmitter implements StreamHost {
     }
     const stream = new TunnelStream(this, streamId, open.target);
     this.#streams.set(streamId, stream);
+    // The opener listens only after its await; a RESET read together with this OPEN_OK emits
+    // 'error' before that. The error stays in `stream.errored`, and every opener checks
+    // `stream.destroyed` before it uses the stream.
+    stream.once('error', keepInErrored);
     open.resolve(stream);
   }
 

@@ -9,6 +9,7 @@
  */
 import type { Socket } from 'node:net';
 import type { Duplex, Readable, Writable } from 'node:stream';
+import { TLSSocket } from 'node:tls';
 
 /** Resolves once both the socket and the stream have closed. Never rejects. */
 export function splice(socket: Socket, stream: Duplex): Promise<void> {
@@ -23,15 +24,20 @@ export function splice(socket: Socket, stream: Duplex): Promise<void> {
     });
     relay(socket, stream);
     relay(stream, socket);
-    socket.on('close', () => {
+    const socketClosed = () => {
       // A socket that closed before both directions finished cut the stream short.
       if (!stream.destroyed && !bothWaysDone()) stream.destroy();
       if (--open === 0) resolve();
-    });
-    stream.on('close', () => {
+    };
+    const streamClosed = () => {
       if (!bothWaysDone()) resetSocket(socket);
       if (--open === 0) resolve();
-    });
+    };
+    // A side that closed before the splice began emits no 'close' again.
+    if (socket.closed) queueMicrotask(socketClosed);
+    else socket.on('close', socketClosed);
+    if (stream.closed) queueMicrotask(streamClosed);
+    else stream.on('close', streamClosed);
   });
 }
 
@@ -64,13 +70,19 @@ function pauseUntilDrain(from: Readable, to: Writable): void {
 }
 
 /**
- * Ends a socket with a TCP RST where the kernel allows it. libuv refuses to reset a socket whose
- * shutdown (FIN) is still in flight (EINVAL) and Node then never emits 'close' for it, so such a
- * socket is destroyed plainly: its FIN is on the way and the kernel answers any further data from
- * the peer with a RST.
+ * Ends a socket with a TCP RST where that is possible, so the peer sees a failure, never a clean
+ * end. Two cases cannot be reset and are destroyed plainly:
+ * - a TLS socket (the HTTPS proxy's users): its handle is not TCP and Node refuses the reset; a
+ *   TLS peer still sees the cut, as the close comes without close_notify;
+ * - a socket whose shutdown (FIN) is in flight: libuv refuses the reset (EINVAL) and Node then
+ *   never emits 'close'. That is the case once `end()` has flushed everything (nothing is left
+ *   in `writableLength`); with bytes still queued the shutdown has not been issued yet, and a
+ *   reset is what keeps the user from taking the cut reply for a complete one.
  */
 export function resetSocket(socket: Socket): void {
   if (socket.destroyed) return;
-  if (socket.writableEnded && !socket.writableFinished) socket.destroy();
+  const shutdownInFlight =
+    socket.writableEnded && !socket.writableFinished && socket.writableLength === 0;
+  if (socket instanceof TLSSocket || shutdownInFlight) socket.destroy();
   else socket.resetAndDestroy();
 }

@@ -135,6 +135,7 @@ export class WebSocketTransport implements FrameTransport {
     this.#batchFlushQueued = false;
     if (this.#batch.length === 0) return;
     if (this.#ws.readyState !== this.#ws.OPEN) {
+      this.#queuedBytes -= this.#batchBytes;
       this.#batch = [];
       this.#batchBytes = 0;
       return;
