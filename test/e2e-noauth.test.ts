@@ -430,47 +430,26 @@ describe('no_auth_group', { timeout: 60_000 }, () => {
   });
 
   describe('ssh-style use with OpenBSD nc', () => {
-    test('nc -X 5 through the no-auth SOCKS5 listener echoes stdin', async () => {
-      const payload = Buffer.from(`${randomBytes(24 * 1024).toString('base64')}\n`);
-      const released = nextReleasedStream(gateway, (stream) => stream.target.port === echo.port);
-      const result = await run(
-        'nc',
-        [
-          '-N',
-          '-X',
-          '5',
-          '-x',
-          `127.0.0.1:${gateway.addresses.socks5!.port}`,
-          '127.0.0.1',
-          String(echo.port),
-        ],
-        payload,
-      );
-      assert.equal(result.code, 0, result.stderr);
-      assert.equal(sha256(result.stdout), sha256(payload));
-      await released;
-    });
-
-    test('nc -X connect through the no-auth HTTP listener echoes stdin', async () => {
-      const payload = Buffer.from(`${randomBytes(24 * 1024).toString('base64')}\n`);
-      const released = nextReleasedStream(gateway, (stream) => stream.target.port === echo.port);
-      const result = await run(
-        'nc',
-        [
-          '-N',
-          '-X',
-          'connect',
-          '-x',
-          `127.0.0.1:${gateway.addresses.http!.port}`,
-          '127.0.0.1',
-          String(echo.port),
-        ],
-        payload,
-      );
-      assert.equal(result.code, 0, result.stderr);
-      assert.equal(sha256(result.stdout), sha256(payload));
-      await released;
-    });
+    const doors = [
+      { name: 'nc -X 5 through the no-auth SOCKS5 listener', protocol: '5', door: 'socks5' },
+      {
+        name: 'nc -X connect through the no-auth HTTP listener',
+        protocol: 'connect',
+        door: 'http',
+      },
+    ] as const;
+    for (const { name, protocol, door } of doors) {
+      test(`${name} echoes stdin`, async () => {
+        const payload = Buffer.from(`${randomBytes(24 * 1024).toString('base64')}\n`);
+        const released = nextReleasedStream(gateway, (stream) => stream.target.port === echo.port);
+        const proxy = `127.0.0.1:${gateway.addresses[door]!.port}`;
+        const args = ['-N', '-X', protocol, '-x', proxy, '127.0.0.1', String(echo.port)];
+        const result = await run('nc', args, payload);
+        assert.equal(result.code, 0, result.stderr);
+        assert.equal(sha256(result.stdout), sha256(payload));
+        await released;
+      });
+    }
   });
 });
 

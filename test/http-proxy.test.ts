@@ -782,19 +782,22 @@ describe('HTTP and HTTPS proxy through the tunnel', () => {
   test('Expect: 100-continue is the target’s to answer', async () => {
     const file = join(dir, 'small.bin');
     const expected = await writeRandomFile(file, 64 * 1024);
-    const accepted = await curl([
-      '-D',
-      '-',
-      '-x',
-      http(),
-      '-H',
-      'Expect: 100-continue',
-      '--expect100-timeout',
-      '60',
-      '--data-binary',
-      `@${file}`,
-      `http://127.0.0.1:${web.port}/upload`,
-    ]);
+    /** POSTs the file with `Expect: 100-continue`, dumping every response head curl sees. */
+    const postExpecting100 = (path: string) =>
+      curl([
+        '-D',
+        '-',
+        '-x',
+        http(),
+        '-H',
+        'Expect: 100-continue',
+        '--expect100-timeout',
+        '60',
+        '--data-binary',
+        `@${file}`,
+        `http://127.0.0.1:${web.port}${path}`,
+      ]);
+    const accepted = await postExpecting100('/upload');
     assert.equal(accepted.code, 0, accepted.stderr);
     const { heads, body } = splitDump(accepted.stdout);
     assert.deepEqual(
@@ -804,19 +807,7 @@ describe('HTTP and HTTPS proxy through the tunnel', () => {
     const report = JSON.parse(body) as UploadReport;
     assert.deepEqual([report.sha256, report.expect], [expected, '100-continue']);
     // The target refuses without 100: the proxy must not have invited the body itself.
-    const refused = await curl([
-      '-D',
-      '-',
-      '-x',
-      http(),
-      '-H',
-      'Expect: 100-continue',
-      '--expect100-timeout',
-      '60',
-      '--data-binary',
-      `@${file}`,
-      `http://127.0.0.1:${web.port}/refuse`,
-    ]);
+    const refused = await postExpecting100('/refuse');
     assert.equal(refused.code, 0, refused.stderr);
     const outcome = splitDump(refused.stdout);
     assert.deepEqual(

@@ -15,10 +15,10 @@ import type { FrameTransport, TransportCloseInfo } from './transport.js';
 
 export type SessionRole = 'gateway' | 'client';
 export type SessionState = 'open' | 'draining' | 'closed';
+export type SessionCloseInfo = TransportCloseInfo;
 
 /** See #onOpenAnswer: the error is read from `stream.errored` by the opener. */
 const keepInErrored = () => undefined;
-export type SessionCloseInfo = TransportCloseInfo;
 
 /** A stream the peer asked to open; answer with accept() or reject(). */
 export interface IncomingOpen {
