@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { PosternError } from '../src/errors.js';
-import { encodeFrame, type Frame, FrameDecoder } from '../src/tunnel/codec.js';
+import { encodeDataInto, encodeFrame, type Frame, FrameDecoder } from '../src/tunnel/codec.js';
 import {
   FrameType,
   HEADER_SIZE,
@@ -322,6 +322,23 @@ describe('encodeFrame host limits', () => {
     assert.equal(twoByteChars.length, 128);
     assert.throws(() => encodeFrame(open(twoByteChars)), RangeError);
     assert.equal(encodeFrame(open('ü'.repeat(127))).readUInt8(HEADER_SIZE + 3), 254);
+  });
+});
+
+describe('encodeDataInto', () => {
+  test('writes the same bytes as encodeFrame into a larger buffer and returns just the frame', () => {
+    const data = Buffer.from('payload bytes');
+    const target = Buffer.alloc(100, 0xee);
+    const frame = encodeDataInto(target, 7, data);
+    assert.deepEqual(frame, encodeFrame({ type: FrameType.DATA, streamId: 7, data }));
+    assert.equal(frame.buffer, target.buffer, 'the frame is a view of the target, not a copy');
+    assert.equal(target[HEADER_SIZE + data.length], 0xee, 'bytes past the frame are untouched');
+  });
+
+  test('rejects a target too small for the frame with RangeError, writing nothing', () => {
+    const target = Buffer.alloc(HEADER_SIZE + 3, 0xee);
+    assert.throws(() => encodeDataInto(target, 1, Buffer.alloc(4)), RangeError);
+    assert.ok(target.every((byte) => byte === 0xee));
   });
 });
 

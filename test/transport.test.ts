@@ -111,3 +111,30 @@ test('frames sent just before close() reach the peer ahead of the close frame', 
   assert.equal(code, CloseCode.NORMAL);
   assert.deepEqual(decodeAll(messages), frames);
 });
+
+test('the written callback of a frame runs once its bytes are on the socket, batched or not', async () => {
+  const { transport, messages, peer } = await connectedPair();
+  const calls: string[] = [];
+  const bothWritten = new Promise<void>((resolve) => {
+    const written = (name: string) => () => {
+      calls.push(name);
+      if (calls.length === 2) resolve();
+    };
+    transport.send(encodeFrame(window(1)), written('small'));
+    transport.send(encodeFrame(data(3, 64 * 1024)), written('large'));
+  });
+  assert.deepEqual(calls, [], 'nothing is written synchronously');
+  await bothWritten;
+  assert.deepEqual(calls, ['small', 'large']);
+  await messagesArrived(peer, messages, 2);
+  transport.destroy();
+});
+
+test('a frame sent after close() is dropped and its written callback still runs', async () => {
+  const { transport, peer } = await connectedPair();
+  transport.close(CloseCode.NORMAL, 'done');
+  let written = 0;
+  transport.send(encodeFrame(data(5, 64 * 1024)), () => written++);
+  assert.equal(written, 1);
+  await once(peer, 'close');
+});

@@ -29,14 +29,18 @@ function protocolError(message: string): PosternError {
   return new PosternError('POSTERN_ERR_PROTOCOL', message);
 }
 
-function header(type: FrameType, streamId: number, length: number): Buffer {
+function writeHeader(buf: Buffer, type: FrameType, streamId: number, length: number): void {
   if (length > MAX_FRAME_PAYLOAD) {
     throw new RangeError(`frame payload of ${length} bytes exceeds ${MAX_FRAME_PAYLOAD}`);
   }
-  const buf = Buffer.allocUnsafe(HEADER_SIZE + length);
   buf.writeUInt8(type, 0);
   buf.writeUInt32BE(streamId, 1);
   buf.writeUInt32BE(length, 5);
+}
+
+function header(type: FrameType, streamId: number, length: number): Buffer {
+  const buf = Buffer.allocUnsafe(HEADER_SIZE + length);
+  writeHeader(buf, type, streamId, length);
   return buf;
 }
 
@@ -93,6 +97,20 @@ export function encodeFrame(frame: Frame): Buffer {
       return buf;
     }
   }
+}
+
+/**
+ * Encodes a DATA frame into `target`, which must hold HEADER_SIZE + `data.length` bytes, and
+ * returns the frame: a view of `target`. Lets the sender reuse frame buffers (frame-pool.ts).
+ */
+export function encodeDataInto(target: Buffer, streamId: number, data: Buffer): Buffer {
+  const total = HEADER_SIZE + data.length;
+  if (target.length < total) {
+    throw new RangeError(`a ${total}-byte frame does not fit a ${target.length}-byte buffer`);
+  }
+  writeHeader(target, FrameType.DATA, streamId, data.length);
+  data.copy(target, HEADER_SIZE);
+  return target.subarray(0, total);
 }
 
 function expectLength(type: string, payload: Buffer, length: number): void {

@@ -8,8 +8,9 @@
 import { EventEmitter } from 'node:events';
 import { PosternError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
-import { encodeFrame, type Frame } from './codec.js';
-import { CloseCode, FrameType, Reason, reasonName } from './constants.js';
+import { encodeDataInto, encodeFrame, type Frame } from './codec.js';
+import { CloseCode, FrameType, HEADER_SIZE, Reason, reasonName } from './constants.js';
+import { dataFramePool, POOLED_FRAME_MIN } from './frame-pool.js';
 import { type StreamHost, type StreamTarget, TunnelStream } from './stream.js';
 import type { FrameTransport, TransportCloseInfo } from './transport.js';
 
@@ -191,7 +192,13 @@ export class Session extends EventEmitter implements StreamHost {
   // ---- StreamHost -------------------------------------------------------------------------
 
   sendData(streamId: number, data: Buffer): void {
-    this.#send({ type: FrameType.DATA, streamId, data });
+    if (HEADER_SIZE + data.length < POOLED_FRAME_MIN) {
+      this.#send({ type: FrameType.DATA, streamId, data });
+      return;
+    }
+    if (this.#state === 'closed') return;
+    const buffer = dataFramePool.take();
+    this.#transport.send(encodeDataInto(buffer, streamId, data), () => dataFramePool.give(buffer));
   }
 
   sendWindow(streamId: number, increment: number): void {

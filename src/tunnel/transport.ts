@@ -26,8 +26,12 @@ export interface TransportHandlers {
 export interface FrameTransport {
   /** Replaces the handlers (the handshake hands the transport over to the session). */
   setHandlers(handlers: TransportHandlers): void;
-  /** Queues one encoded frame. A no-op once the transport is closing. */
-  send(frame: Buffer): void;
+  /**
+   * Queues one encoded frame; a no-op once the transport is closing. `written`, if given, is
+   * called once the transport no longer needs the frame's bytes (written, copied or dropped),
+   * so that the caller may reuse the buffer.
+   */
+  send(frame: Buffer, written?: () => void): void;
   /** False while the bytes queued but not yet written exceed the high-water mark. */
   readonly writable: boolean;
   /** Orderly close with a WebSocket close code; idempotent. `error` is reported as the cause. */
@@ -59,6 +63,7 @@ const CLOSE_GRACE_MS = 3_000;
 const BATCH_FRAME_LIMIT = 16 * 1024;
 /** A batch this large goes out at once. */
 const BATCH_FLUSH_BYTES = 64 * 1024;
+const NONE_WRITTEN: readonly (() => void)[] = [];
 /** ws caps close reasons at 123 bytes. */
 const MAX_CLOSE_REASON = 120;
 
@@ -77,6 +82,7 @@ export class WebSocketTransport implements FrameTransport {
   #blocked = false;
   #batch: Buffer[] = [];
   #batchBytes = 0;
+  #batchWritten: (() => void)[] = [];
   #batchFlushQueued = false;
   #ending = false;
   #finished = false;
@@ -111,18 +117,22 @@ export class WebSocketTransport implements FrameTransport {
     return this.#queuedBytes < this.#highWaterMark;
   }
 
-  send(frame: Buffer): void {
+  send(frame: Buffer, written?: () => void): void {
     // After a close frame from either side the socket takes no more data messages.
-    if (this.#ending || this.#ws.readyState !== this.#ws.OPEN) return;
+    if (this.#ending || this.#ws.readyState !== this.#ws.OPEN) {
+      written?.();
+      return;
+    }
     this.#queuedBytes += frame.length;
     if (!this.writable) this.#blocked = true;
     if (frame.length >= BATCH_FRAME_LIMIT) {
       this.#flushBatch();
-      this.#write(frame);
+      this.#write(frame, written ? [written] : NONE_WRITTEN);
       return;
     }
     this.#batch.push(frame);
     this.#batchBytes += frame.length;
+    if (written) this.#batchWritten.push(written);
     if (this.#batchBytes >= BATCH_FLUSH_BYTES) {
       this.#flushBatch();
     } else if (!this.#batchFlushQueued) {
@@ -134,23 +144,27 @@ export class WebSocketTransport implements FrameTransport {
   #flushBatch(): void {
     this.#batchFlushQueued = false;
     if (this.#batch.length === 0) return;
+    const written = this.#batchWritten;
+    this.#batchWritten = [];
     if (this.#ws.readyState !== this.#ws.OPEN) {
       this.#queuedBytes -= this.#batchBytes;
       this.#batch = [];
       this.#batchBytes = 0;
+      for (const callback of written) callback();
       return;
     }
     const message =
       this.#batch.length === 1 ? this.#batch[0]! : Buffer.concat(this.#batch, this.#batchBytes);
     this.#batch = [];
     this.#batchBytes = 0;
-    this.#write(message);
+    this.#write(message, written);
   }
 
-  #write(message: Buffer): void {
+  #write(message: Buffer, written: readonly (() => void)[]): void {
     const length = message.length;
     this.#ws.send(message, { binary: true }, (err) => {
       this.#queuedBytes -= length;
+      for (const callback of written) callback();
       // A failed write also ends the socket; ws reports that through 'close', where it is handled.
       if (err) this.#recordError(err);
       if (this.#blocked && this.#queuedBytes <= this.#highWaterMark / 2 && !this.#ending) {
