@@ -74,6 +74,32 @@ test('small frames sent in one turn travel in one message, in order', async () =
   transport.destroy();
 });
 
+test('small frames sent from separate callbacks of one event-loop round share a message', async () => {
+  const { transport, messages, peer } = await connectedPair();
+  const frames = [data(3, 100), data(5, 100)];
+  transport.send(encodeFrame(frames[0]!));
+  // A microtask later is a later callback of the same round.
+  await Promise.resolve();
+  transport.send(encodeFrame(frames[1]!));
+  await messagesArrived(peer, messages, 1);
+  assert.equal(messages.length, 1);
+  assert.deepEqual(decodeAll(messages), frames);
+  transport.destroy();
+});
+
+test('an urgent frame leaves when the current callback has run, without waiting for the round', async () => {
+  const { transport, messages, peer } = await connectedPair();
+  transport.send(encodeFrame(window(1)), { urgent: true });
+  await Promise.resolve();
+  transport.send(encodeFrame(data(3, 100)));
+  await messagesArrived(peer, messages, 2);
+  assert.deepEqual(
+    messages.map((message) => decodeAll([message])),
+    [[window(1)], [data(3, 100)]],
+  );
+  transport.destroy();
+});
+
 test('a large frame goes out as its own message, after the small ones sent before it', async () => {
   const { transport, messages, peer } = await connectedPair();
   const frames = [window(1), data(3, 64 * 1024), window(5)];
@@ -120,8 +146,8 @@ test('the written callback of a frame runs once its bytes are on the socket, bat
       calls.push(name);
       if (calls.length === 2) resolve();
     };
-    transport.send(encodeFrame(window(1)), written('small'));
-    transport.send(encodeFrame(data(3, 64 * 1024)), written('large'));
+    transport.send(encodeFrame(window(1)), { written: written('small') });
+    transport.send(encodeFrame(data(3, 64 * 1024)), { written: written('large') });
   });
   assert.deepEqual(calls, [], 'nothing is written synchronously');
   await bothWritten;
@@ -134,7 +160,7 @@ test('a frame sent after close() is dropped and its written callback still runs'
   const { transport, peer } = await connectedPair();
   transport.close(CloseCode.NORMAL, 'done');
   let written = 0;
-  transport.send(encodeFrame(data(5, 64 * 1024)), () => written++);
+  transport.send(encodeFrame(data(5, 64 * 1024)), { written: () => written++ });
   assert.equal(written, 1);
   await once(peer, 'close');
 });

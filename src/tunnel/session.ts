@@ -12,11 +12,14 @@ import { encodeDataInto, encodeFrame, type Frame } from './codec.js';
 import { CloseCode, FrameType, HEADER_SIZE, Reason, reasonName } from './constants.js';
 import { dataFramePool, POOLED_FRAME_MIN } from './frame-pool.js';
 import { type StreamHost, type StreamTarget, TunnelStream } from './stream.js';
-import type { FrameTransport, TransportCloseInfo } from './transport.js';
+import type { FrameTransport, SendOptions, TransportCloseInfo } from './transport.js';
 
 export type SessionRole = 'gateway' | 'client';
 export type SessionState = 'open' | 'draining' | 'closed';
 export type SessionCloseInfo = TransportCloseInfo;
+
+/** Credit: the peer's sender may be waiting for it. */
+const URGENT: SendOptions = { urgent: true };
 
 /** See #onOpenAnswer: the error is read from `stream.errored` by the opener. */
 const keepInErrored = () => undefined;
@@ -198,11 +201,13 @@ export class Session extends EventEmitter implements StreamHost {
     }
     if (this.#state === 'closed') return;
     const buffer = dataFramePool.take();
-    this.#transport.send(encodeDataInto(buffer, streamId, data), () => dataFramePool.give(buffer));
+    this.#transport.send(encodeDataInto(buffer, streamId, data), {
+      written: () => dataFramePool.give(buffer),
+    });
   }
 
   sendWindow(streamId: number, increment: number): void {
-    this.#send({ type: FrameType.WINDOW, streamId, increment });
+    this.#send({ type: FrameType.WINDOW, streamId, increment }, URGENT);
   }
 
   sendFin(streamId: number): void {
@@ -445,9 +450,9 @@ export class Session extends EventEmitter implements StreamHost {
     this.#transport.close(CloseCode.PROTOCOL_ERROR, error.message, error);
   }
 
-  #send(frame: Frame): void {
+  #send(frame: Frame, options?: SendOptions): void {
     if (this.#state === 'closed') return;
-    this.#transport.send(encodeFrame(frame));
+    this.#transport.send(encodeFrame(frame), options);
   }
 
   #maybeFinishDrain(): void {
