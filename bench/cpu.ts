@@ -54,7 +54,8 @@ function verdict(workload: string, door: string, proxied: readonly CpuRecord[]):
     ...(client >= BUSY_CORE_PERCENT ? ['client'] : []),
   ];
   if (bound.length > 0) {
-    return `${prefix}: the ${bound.join(' and the ')} fill one core, so their single JavaScript thread is the limit (TLS, WebSocket framing and the multiplexer all run on it). A second core helps only if that work is split across threads or processes, e.g. one worker per tunnel session; it would not help one stream.`;
+    const each = bound.length === 1 ? 'fills one core, so its' : 'each fill one core, so their';
+    return `${prefix}: the ${bound.join(' and the ')} ${each} single JavaScript thread is the limit (TLS, WebSocket framing and the multiplexer all run on it). A second core helps only if that work is split across threads or processes, e.g. one worker per tunnel session; it would not help one stream.`;
   }
   if (machine >= BUSY_MACHINE_SHARE * cores * 100) {
     const others =
