@@ -272,8 +272,22 @@ function formatTarget(host: string, port: number): string {
   return net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
+/**
+ * `BlockList.check` parses a string address into a SocketAddress on every call, and one dial is
+ * checked against every protected range and policy entry: one parse per address will do.
+ */
+const socketAddresses = new WeakMap<ResolvedAddress, net.SocketAddress>();
+
 function inRange(addresses: net.BlockList, resolved: ResolvedAddress): boolean {
-  return addresses.check(resolved.address, resolved.family === 4 ? 'ipv4' : 'ipv6');
+  let socketAddress = socketAddresses.get(resolved);
+  if (socketAddress === undefined) {
+    socketAddress = new net.SocketAddress({
+      address: resolved.address,
+      family: resolved.family === 4 ? 'ipv4' : 'ipv6',
+    });
+    socketAddresses.set(resolved, socketAddress);
+  }
+  return addresses.check(socketAddress);
 }
 
 function portMatches(ports: PortRange | undefined, port: number): boolean {
