@@ -34,7 +34,7 @@ import { type Duplex, pipeline } from 'node:stream';
 import { isPosternError, PosternError } from '../errors.js';
 import { deferredChild, type Log } from '../observability/logger.js';
 import { Reason } from '../tunnel/constants.js';
-import { splice } from '../tunnel/splice.js';
+import { relayUser } from './user-relay.js';
 
 /** How long a kept-alive user connection may sit idle between two requests. */
 export const KEEP_ALIVE_TIMEOUT_MS = 120_000;
@@ -529,6 +529,10 @@ class Relay {
       'http relay refused',
     );
     closeAfterReply(this.#socket, rawResponse(failure, extra));
+    // The user may fail while the answer is on its way; that error is logged, not kept quiet.
+    this.#socket.once('close', () => {
+      if (this.#socketError) this.#log.debug({ err: this.#socketError }, 'http relay user failed');
+    });
   }
 
   /** The stream to the target, or null once the user has been answered or has left. */
@@ -595,30 +599,14 @@ class Relay {
    */
   splice(stream: Duplex, head: Buffer): Promise<void> {
     if (head.length > 0) stream.write(head);
-    let cut: { by: 'user' | 'tunnel'; error: Error } | undefined;
-    stream.on('error', (error) => {
-      cut ??= { by: 'tunnel', error };
-    });
-    this.#socket.on('error', (error) => {
-      cut ??= { by: 'user', error };
-    });
     this.#log.debug('http relay open');
-    return splice(this.#socket, stream).then(() => {
-      const bytes = { fromUser: this.#socket.bytesRead, toUser: this.#socket.bytesWritten };
-      if (stream.readableEnded && stream.writableFinished && cut === undefined) {
-        this.#log.debug(bytes, 'http relay closed');
-      } else {
-        this.#log.info(
-          { ...bytes, cutBy: cut?.by ?? 'tunnel', err: cut?.error },
-          'http relay reset',
-        );
-      }
-    });
+    return relayUser(this.#socket, stream, this.#log, HTTP_RELAY);
   }
 }
 
 // ---- pure parts ---------------------------------------------------------------------------
 
+const HTTP_RELAY = { closed: 'http relay closed', reset: 'http relay reset' };
 const PROXY_AUTHENTICATE = { 'Proxy-Authenticate': `Basic realm="${PROXY_NAME}"` };
 
 /** Fields that describe one connection, not the message (RFC 9110 §7.6.1). */

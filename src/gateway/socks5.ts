@@ -20,7 +20,7 @@ import type { Duplex } from 'node:stream';
 import { PosternError, type PosternErrorCode } from '../errors.js';
 import { deferredChild, type Log } from '../observability/logger.js';
 import { Reason, reasonName } from '../tunnel/constants.js';
-import { splice } from '../tunnel/splice.js';
+import { relayUser } from './user-relay.js';
 
 /** Where a CONNECT request wants to go, as the user wrote it. */
 export interface Socks5Target {
@@ -46,6 +46,7 @@ export interface Socks5Handlers {
 }
 
 const SOCKS_VERSION = 0x05;
+const SOCKS5_RELAY = { closed: 'socks5 connection closed', reset: 'socks5 relay reset' };
 const AUTH_VERSION = 0x01;
 const Method = { NO_AUTH: 0x00, USERNAME_PASSWORD: 0x02, NO_ACCEPTABLE: 0xff } as const;
 const Command = { CONNECT: 0x01 } as const;
@@ -144,8 +145,6 @@ class Socks5Connection {
   #wakeReader: (() => void) | null = null;
   #deadlinePassed = false;
   #socketError: Error | undefined;
-  /** Whichever side failed first cut the relay; the other side's error is the echo of it. */
-  #cut: { by: 'user' | 'tunnel'; error: Error } | undefined;
 
   constructor(socket: Socket, handlers: Socks5Handlers) {
     this.#socket = socket;
@@ -156,7 +155,6 @@ class Socks5Connection {
     // Kept for the one log line that describes how the connection ended.
     socket.on('error', (error) => {
       this.#socketError ??= error;
-      this.#cut ??= { by: 'user', error };
     });
   }
 
@@ -361,9 +359,6 @@ class Socks5Connection {
       this.#refuseConnect(log, error);
       return;
     }
-    stream.on('error', (error) => {
-      this.#cut ??= { by: 'tunnel', error };
-    });
     if (this.#socket.destroyed) {
       log.debug({ err: this.#socketError }, 'socks5 user left before connect finished');
       stream.destroy();
@@ -383,7 +378,7 @@ class Socks5Connection {
     }
     this.#socket.write(commandReply(Socks5Reply.SUCCEEDED));
     log.debug('socks5 connected');
-    return this.#relay(stream, log);
+    return relayUser(this.#socket, stream, log, SOCKS5_RELAY);
   }
 
   /** connect() with a signal that aborts when the user leaves; the signal lives only this long. */
@@ -402,20 +397,6 @@ class Socks5Connection {
     } finally {
       this.#socket.off('close', abortOnClose);
     }
-  }
-
-  #relay(stream: Duplex, log: Log): Promise<void> {
-    return splice(this.#socket, stream).then(() => {
-      const bytes = { fromUser: this.#socket.bytesRead, toUser: this.#socket.bytesWritten };
-      const completed = stream.readableEnded && stream.writableFinished;
-      const cut = this.#cut;
-      if (completed && cut === undefined) {
-        log.debug(bytes, 'socks5 connection closed');
-      } else {
-        // No error on either side yet incomplete: the stream was reset without one.
-        log.info({ ...bytes, cutBy: cut?.by ?? 'tunnel', err: cut?.error }, 'socks5 relay reset');
-      }
-    });
   }
 
   #refuseConnect(log: Log, error: unknown): void {
