@@ -369,17 +369,16 @@ async function posternWith(env: Record<string, string>, ...args: string[]): Prom
   }
 }
 
-function postern(...args: string[]): Promise<Outcome> {
-  return posternWith({}, ...args);
+/** `postern profile KIND -c FILE ...flags` */
+function profileFrom(kind: 'clash' | 'pac', file: string, ...flags: string[]): Promise<Outcome> {
+  return posternWith({}, 'profile', kind, '-c', file, ...flags);
 }
 
 describe('profile: command line', () => {
   it('profile clash prints only the YAML on stdout and exits 0', async () => {
     await withConfigFile(ALL_LISTENERS, async (file) => {
-      const { code, stdout, stderr } = await postern(
-        'profile',
+      const { code, stdout, stderr } = await profileFrom(
         'clash',
-        '-c',
         file,
         '--group',
         'office',
@@ -408,10 +407,8 @@ describe('profile: command line', () => {
       '',
     ].join('\n');
     await withConfigFile(yaml, async (file) => {
-      const { code, stdout, stderr } = await postern(
-        'profile',
+      const { code, stdout, stderr } = await profileFrom(
         'pac',
-        '-c',
         file,
         '--group',
         'team',
@@ -426,26 +423,17 @@ describe('profile: command line', () => {
 
   it('errors go to stderr with exit 1 and nothing on stdout', async () => {
     await withConfigFile(ALL_LISTENERS, async (file) => {
-      const noHost = await postern('profile', 'clash', '-c', file, '--group', 'office');
+      const noHost = await profileFrom('clash', file, '--group', 'office');
       assert.equal(noHost.code, 1);
       assert.equal(noHost.stdout, '');
       assert.match(noHost.stderr, /^postern: .*--host/);
 
-      const unknown = await postern(
-        'profile',
-        'pac',
-        '-c',
-        file,
-        '--group',
-        'nobody',
-        '--host',
-        'gw',
-      );
+      const unknown = await profileFrom('pac', file, '--group', 'nobody', '--host', 'gw');
       assert.equal(unknown.code, 1);
       assert.equal(unknown.stdout, '');
       assert.match(unknown.stderr, /group "nobody" is not declared.*--password/);
 
-      const noGroup = await postern('profile', 'pac', '-c', file, '--host', 'gw');
+      const noGroup = await profileFrom('pac', file, '--host', 'gw');
       assert.equal(noGroup.code, 1);
       assert.match(noGroup.stderr, /--group/);
     });
@@ -468,10 +456,8 @@ describe('profile: command line', () => {
 
   it('takes the listener flags of postern gateway, which win over the file', async () => {
     await withConfigFile(ALL_LISTENERS, async (file) => {
-      const { code, stdout, stderr } = await postern(
-        'profile',
+      const { code, stdout, stderr } = await profileFrom(
         'pac',
-        '-c',
         file,
         '--group',
         'office',

@@ -57,6 +57,17 @@ function decodeAll(messages: Buffer[]): Frame[] {
   return messages.flatMap((message) => decoder.push(message));
 }
 
+/** Waits for the first message and checks that it alone carried `frames`, in order. */
+async function assertOneMessageCarried(
+  peer: WebSocket,
+  messages: Buffer[],
+  frames: Frame[],
+): Promise<void> {
+  await messagesArrived(peer, messages, 1);
+  assert.equal(messages.length, 1);
+  assert.deepEqual(decodeAll(messages), frames);
+}
+
 const window = (streamId: number): Frame => ({ type: FrameType.WINDOW, streamId, increment: 1 });
 const data = (streamId: number, size: number): Frame => ({
   type: FrameType.DATA,
@@ -68,9 +79,7 @@ test('small frames sent in one turn travel in one message, in order', async () =
   const { transport, messages, peer } = await connectedPair();
   const frames = [window(1), data(3, 100), window(5), data(7, 0)];
   for (const frame of frames) transport.send(encodeFrame(frame));
-  await messagesArrived(peer, messages, 1);
-  assert.equal(messages.length, 1);
-  assert.deepEqual(decodeAll(messages), frames);
+  await assertOneMessageCarried(peer, messages, frames);
   transport.destroy();
 });
 
@@ -81,9 +90,7 @@ test('small frames sent from separate callbacks of one event-loop round share a 
   // A microtask later is a later callback of the same round.
   await Promise.resolve();
   transport.send(encodeFrame(frames[1]!));
-  await messagesArrived(peer, messages, 1);
-  assert.equal(messages.length, 1);
-  assert.deepEqual(decodeAll(messages), frames);
+  await assertOneMessageCarried(peer, messages, frames);
   transport.destroy();
 });
 
