@@ -2,12 +2,20 @@ import './helpers/fail-on-unhandled.js';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { after, describe, it } from 'node:test';
+import { after, describe, it, type TestContext } from 'node:test';
 import { isPosternError } from '../src/errors.js';
-import { Reason, StreamKind } from '../src/tunnel/constants.js';
+import { encodeFrame } from '../src/tunnel/codec.js';
+import {
+  CloseCode,
+  FrameType,
+  INITIAL_WINDOW,
+  Reason,
+  StreamKind,
+} from '../src/tunnel/constants.js';
+import { LONE_STREAM_MS, WIDE_WINDOW } from '../src/tunnel/receive-window.js';
 import type { IncomingOpen } from '../src/tunnel/session.js';
 import type { TunnelStream } from '../src/tunnel/stream.js';
-import { createSessionPair } from './helpers/session-pair.js';
+import { createSessionPair, type SessionPair } from './helpers/session-pair.js';
 
 const target = { kind: StreamKind.TCP, host: 'example.test', port: 80 } as const;
 
@@ -23,6 +31,43 @@ function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
 
 function sha(buf: Buffer): string {
   return createHash('sha256').update(buf).digest('hex');
+}
+
+const nextRound = () => new Promise((resolve) => setImmediate(resolve));
+
+/** Resolves once `condition` holds, checked once per event-loop round; fails after 5 s. */
+async function until(condition: () => boolean, what: () => string): Promise<void> {
+  const deadline = performance.now() + 5_000;
+  while (!condition()) {
+    assert.ok(performance.now() < deadline, `still not so after 5 s: ${what()}`);
+    await nextRound();
+  }
+}
+
+/** Resolves once the bytes a stream holds unread have stopped growing. */
+async function heldSettles(stream: TunnelStream): Promise<void> {
+  let previous = -1;
+  while (stream.queuedBytes !== previous) {
+    previous = stream.queuedBytes;
+    await nextRound();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** A session pair with one stream the gateway opened: both ends, the client's left unread. */
+async function openStreamPair(
+  t: TestContext,
+): Promise<{ stream: TunnelStream; accepted: TunnelStream; pair: SessionPair }> {
+  let accepted: TunnelStream | undefined;
+  const pair = await createSessionPair({
+    onOpen: (open) => {
+      accepted = open.accept();
+    },
+  });
+  t.after(() => pair.close());
+  const stream = await pair.gateway.openStream(target, { timeoutMs: 5000 });
+  assert.ok(accepted, 'the client accepted before its OPEN_OK arrived');
+  return { stream, accepted, pair };
 }
 
 /** Client side that echoes every stream back. */
@@ -83,27 +128,13 @@ describe('session', () => {
   });
 
   it('a slow reader holds the writer back within one window', async (t) => {
-    let accepted: TunnelStream | undefined;
-    const pair = await createSessionPair({
-      onOpen: (open) => {
-        accepted = open.accept();
-      },
-    });
-    t.after(() => pair.close());
-    const stream = await pair.gateway.openStream(target, { timeoutMs: 5000 });
+    const { stream, accepted } = await openStreamPair(t);
     // Nobody reads on the client side: the writer must stop after about one window.
     let written = 0;
     const chunk = Buffer.alloc(64 * 1024, 1);
     while (stream.write(chunk)) written += chunk.length;
     written += chunk.length;
-    // Let frames flow until the pipe settles (the client queue stops growing).
-    let previous = -1;
-    while (accepted?.queuedBytes !== previous) {
-      previous = accepted?.queuedBytes ?? 0;
-      await new Promise((resolve) => setImmediate(resolve));
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    assert.ok(accepted);
+    await heldSettles(accepted);
     assert.ok(accepted.queuedBytes + accepted.readableLength <= 256 * 1024 + 64 * 1024);
     assert.ok(stream.writableLength > 0, 'the writer is held back');
     const received = readAll(accepted);
@@ -113,20 +144,77 @@ describe('session', () => {
     assert.equal((await readAll(stream)).length, 0);
   });
 
-  it('a reset stream fails on both sides with the reason', async (t) => {
-    let accepted: TunnelStream | undefined;
+  it('a stream alone on its session gets the wide window; a reader that stops holds at most that', async (t) => {
+    const { stream, accepted } = await openStreamPair(t);
+    let received = 0;
+    accepted.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+    });
+    // A trickle the reader keeps up with, for longer than a stream must be alone to widen.
+    let trickled = 0;
+    const started = performance.now();
+    while (performance.now() - started <= 3 * LONE_STREAM_MS) {
+      stream.write(Buffer.alloc(1024, 1));
+      trickled += 1024;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await until(
+      () => received === trickled,
+      () => `${received} of ${trickled} bytes read`,
+    );
+    accepted.pause();
+    const bulk = Buffer.alloc(WIDE_WINDOW + 1024 * 1024, 2);
+    stream.write(bulk);
+    // More than the initial window arrives, so the window widened ...
+    await until(
+      () => accepted.queuedBytes > WIDE_WINDOW - WIDE_WINDOW / 4,
+      () => `${accepted.queuedBytes} bytes held`,
+    );
+    await heldSettles(accepted);
+    // ... and the writer stops at the wide window.
+    assert.ok(accepted.queuedBytes <= WIDE_WINDOW, `${accepted.queuedBytes} bytes held`);
+    assert.ok(stream.writableLength > 0, 'the writer is held back');
+    stream.end();
+    accepted.resume();
+    await once(accepted, 'end');
+    assert.equal(received, trickled + bulk.length);
+    accepted.end();
+    stream.resume();
+    await once(stream, 'close');
+  });
+
+  it('DATA beyond the credit given ends the session with FLOW_CONTROL_ERROR', async (t) => {
+    const clientErrors: Error[] = [];
     const pair = await createSessionPair({
-      onOpen: (open) => {
-        accepted = open.accept();
-      },
+      onOpen: (open) => void open.accept().on('error', (error) => clientErrors.push(error)),
     });
     t.after(() => pair.close());
+    // Nobody reads this stream on the gateway, so it returns no credit.
     const stream = await pair.gateway.openStream(target, { timeoutMs: 5000 });
+    const sendRaw = (size: number) =>
+      pair.clientSocket.send(
+        encodeFrame({ type: FrameType.DATA, streamId: stream.id, data: Buffer.alloc(size) }),
+      );
+    for (let sent = 0; sent < INITIAL_WINDOW; sent += 64 * 1024) sendRaw(64 * 1024);
+    // An open answered behind those frames: the gateway read all of the window and stayed open.
+    await pair.gateway.openStream(target, { timeoutMs: 5000 });
+    assert.equal(pair.gateway.state, 'open');
+    sendRaw(1);
+    const info = await pair.gateway.closed;
+    assert.equal(info.code, CloseCode.PROTOCOL_ERROR);
+    assert.ok(isPosternError(info.error, 'POSTERN_ERR_FLOW_CONTROL'), String(info.error));
+    await pair.client.closed;
+    assert.ok(clientErrors.length > 0, 'the streams of the client end with their session');
+    for (const error of clientErrors)
+      assert.ok(isPosternError(error, 'POSTERN_ERR_SESSION_CLOSED'));
+  });
+
+  it('a reset stream fails on both sides with the reason', async (t) => {
+    const { stream, accepted, pair } = await openStreamPair(t);
     stream.write('x');
     const failed = once(stream, 'error');
     const closed = new Promise((resolve) => stream.once('close', resolve));
-    await new Promise((resolve) => setImmediate(resolve));
-    assert.ok(accepted);
+    await nextRound();
     const localError = once(accepted, 'error');
     accepted.destroy(Object.assign(new Error('target reset'), { code: 'ECONNRESET' }));
     const [err] = await failed;
@@ -160,7 +248,7 @@ describe('session', () => {
     assert.equal(info.code, 1000);
   });
 
-  it('500 concurrent streams carry random payloads intact both ways', async (t) => {
+  it('200 concurrent streams carry random payloads intact both ways', async (t) => {
     const pair = await createSessionPair({ onOpen: echo });
     t.after(() => pair.close());
     const sizes = Array.from({ length: 200 }, (_, i) => (i * 7919) % (256 * 1024));

@@ -11,6 +11,7 @@ import type { Logger } from '../observability/logger.js';
 import { encodeDataInto, encodeFrame, type Frame } from './codec.js';
 import { CloseCode, FrameType, HEADER_SIZE, Reason, reasonName } from './constants.js';
 import { dataFramePool, POOLED_FRAME_MIN } from './frame-pool.js';
+import { ReceiveWindows } from './receive-window.js';
 import { type StreamHost, type StreamTarget, TunnelStream } from './stream.js';
 import type { FrameTransport, SendOptions, TransportCloseInfo } from './transport.js';
 
@@ -71,6 +72,7 @@ export class Session extends EventEmitter implements StreamHost {
   #incoming = new Map<number, AbortController>();
   #nextLocalId: number;
   #highestPeerId = 0;
+  #receiveWindows = new ReceiveWindows();
   #sendWaiters: TunnelStream[] = [];
   #resumingWaiters = false;
   #drainTimer: NodeJS.Timeout | undefined;
@@ -218,6 +220,10 @@ export class Session extends EventEmitter implements StreamHost {
     this.#send({ type: FrameType.RESET, streamId, reason, message: message.slice(0, 200) });
   }
 
+  receiveWindow(streamId: number, outstanding: number): number {
+    return this.#receiveWindows.windowFor(streamId, outstanding);
+  }
+
   reserveSend(stream: TunnelStream): boolean {
     // Streams already waiting go first, except while #onDrain is handing out turns.
     const myTurn = this.#resumingWaiters || this.#sendWaiters.length === 0;
@@ -236,6 +242,7 @@ export class Session extends EventEmitter implements StreamHost {
   release(stream: TunnelStream): void {
     if (this.#streams.get(stream.id) !== stream) return;
     this.#streams.delete(stream.id);
+    this.#receiveWindows.release(stream.id);
     const waiter = this.#sendWaiters.indexOf(stream);
     if (waiter >= 0) this.#sendWaiters.splice(waiter, 1);
     this.emit('stream-released', stream);
@@ -395,6 +402,7 @@ export class Session extends EventEmitter implements StreamHost {
     }
     switch (frame.type) {
       case FrameType.DATA:
+        this.#receiveWindows.noteData(frame.streamId);
         stream.receiveData(frame.data);
         return;
       case FrameType.WINDOW:

@@ -3,10 +3,11 @@
  *
  * Receive side: DATA goes to a local queue and moves into the Readable's buffer only while the
  * reader wants more (`push()` returned true or `_read()` was called). Bytes that moved are
- * "consumed"; once a quarter of a window has been consumed a WINDOW frame returns that credit (a
- * smaller step lets the sender keep more of its window in flight, at 13 bytes per 64 KiB). The
- * sender can therefore never have more than INITIAL_WINDOW bytes in our queue, and a reader
- * that stops reading stops its writer.
+ * "consumed". The session says how large the stream's window is (see receive-window.ts); once
+ * the credit it could grant reaches a quarter of that window, a WINDOW frame grants it (a
+ * quarter rather than a half lets the sender keep more of its window in flight, at 13 bytes per
+ * 64 KiB). The sender can therefore never have more than one window of bytes in our queue, and
+ * a reader that stops reading stops its writer.
  *
  * Send side: `_write` cuts chunks into DATA frames of at most MAX_DATA_PAYLOAD, never exceeding
  * the peer's credit, and waits while the session's transport is above its high-water mark.
@@ -31,6 +32,8 @@ export interface StreamTarget {
 export interface StreamHost {
   sendData(streamId: number, data: Buffer): void;
   sendWindow(streamId: number, increment: number): void;
+  /** The window the stream may have, given the credit it was granted and has not consumed. */
+  receiveWindow(streamId: number, outstanding: number): number;
   sendFin(streamId: number): void;
   sendReset(streamId: number, reason: Reason, message: string): void;
   /** True when data may be sent now; otherwise the stream is queued and resumed on drain. */
@@ -40,8 +43,6 @@ export interface StreamHost {
   /** The stream has finished and must leave the session's table. */
   release(stream: TunnelStream): void;
 }
-
-const CREDIT_THRESHOLD = INITIAL_WINDOW / 4;
 
 /** The reset reason that describes an error to the peer. */
 export function resetReasonFor(error: Error | null | undefined): Reason {
@@ -61,8 +62,10 @@ export class TunnelStream extends Duplex {
   #wantsData = false;
   #remoteEnded = false;
   #endPushed = false;
-  #unacknowledged = 0;
-  #consumedSinceCredit = 0;
+  /** Credit the peer has left, as far as we know: granted and not yet used by DATA. */
+  #peerCredit = INITIAL_WINDOW;
+  /** Bytes received and not yet consumed. */
+  #held = 0;
   // Send side.
   #sendCredit = INITIAL_WINDOW;
   #pending: { chunk: Buffer; offset: number; callback: (error?: Error | null) => void } | null =
@@ -84,9 +87,7 @@ export class TunnelStream extends Duplex {
 
   /** Bytes received from the peer and not yet handed to the reader. */
   get queuedBytes(): number {
-    let total = 0;
-    for (const chunk of this.#queue) total += chunk.length;
-    return total;
+    return this.#held;
   }
 
   // ---- called by the session -------------------------------------------------------------
@@ -97,15 +98,16 @@ export class TunnelStream extends Duplex {
       this.#host.flowControlError(this.id, `DATA after FIN on stream ${this.id}`);
       return;
     }
-    this.#unacknowledged += data.length;
-    if (this.#unacknowledged > INITIAL_WINDOW) {
+    this.#peerCredit -= data.length;
+    if (this.#peerCredit < 0) {
       this.#host.flowControlError(
         this.id,
-        `stream ${this.id} received ${this.#unacknowledged} bytes over a window of ${INITIAL_WINDOW}`,
+        `stream ${this.id} received ${-this.#peerCredit} bytes beyond the credit it was given`,
       );
       return;
     }
     if (this.destroyed || data.length === 0) return;
+    this.#held += data.length;
     this.#queue.push(data);
     this.#deliver();
   }
@@ -190,6 +192,7 @@ export class TunnelStream extends Duplex {
     const pending = this.#pending;
     this.#pending = null;
     this.#queue = [];
+    this.#held = 0;
     const finishedCleanly = this.#finSent && this.#remoteEnded && !error;
     if (!finishedCleanly && !this.#silentClose) {
       this.#host.sendReset(
@@ -204,20 +207,26 @@ export class TunnelStream extends Duplex {
   }
 
   #deliver(): void {
+    let consumed = false;
     while (this.#wantsData && this.#queue.length > 0) {
       const chunk = this.#queue.shift()!;
-      this.#consumedSinceCredit += chunk.length;
+      this.#held -= chunk.length;
+      consumed = true;
       this.#wantsData = this.push(chunk);
     }
     if (this.#remoteEnded && this.#queue.length === 0 && !this.#endPushed) {
       this.#endPushed = true;
       this.push(null);
     }
-    if (this.#consumedSinceCredit >= CREDIT_THRESHOLD && !this.destroyed) {
-      const increment = this.#consumedSinceCredit;
-      this.#consumedSinceCredit = 0;
-      this.#unacknowledged -= increment;
-      this.#host.sendWindow(this.id, increment);
-    }
+    if (consumed && !this.destroyed) this.#grantCredit();
+  }
+
+  #grantCredit(): void {
+    const outstanding = this.#peerCredit + this.#held;
+    const window = this.#host.receiveWindow(this.id, outstanding);
+    const increment = window - outstanding;
+    if (increment < window / 4) return;
+    this.#peerCredit += increment;
+    this.#host.sendWindow(this.id, increment);
   }
 }
