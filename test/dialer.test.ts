@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { dial } from '../src/client/dialer.js';
 import { AccessPolicy, type LookupFunction } from '../src/client/policy.js';
 import { isPosternError } from '../src/errors.js';
+import { Cancellation } from '../src/tunnel/cancellation.js';
 import { Reason, reasonName } from '../src/tunnel/constants.js';
 
 const loopbackAllowed = AccessPolicy.parse({
@@ -173,17 +174,19 @@ describe('dial', () => {
     }
   });
 
-  test('aborting while a connect is in progress destroys that socket once (CANCELLED)', async () => {
+  test('cancelling while a connect is in progress destroys that socket once (CANCELLED)', async () => {
     const refused = await closedPort();
-    const controller = new AbortController();
-    // Abort as soon as the dialer has started its connect, before the event loop can report it.
-    const watch = watchClientSockets(() => queueMicrotask(() => controller.abort()));
+    const cancellation = new Cancellation();
+    // Cancel as soon as the dialer has started its connect, before the event loop can report it.
+    const watch = watchClientSockets(() =>
+      queueMicrotask(() => cancellation.cancel(new Error('user went away'))),
+    );
     try {
       await rejectsWith(
         dial('127.0.0.1', refused, {
           policy: loopbackAllowed,
           timeoutMs: 60_000,
-          signal: controller.signal,
+          cancellation,
         }),
         Reason.CANCELLED,
       );
@@ -238,29 +241,31 @@ describe('dial', () => {
     assert.equal(lookup.calls, 1);
   });
 
-  test('aborting the signal cancels the dial (CANCELLED) and clears the deadline', async () => {
+  test('cancelling cancels the dial (CANCELLED) and clears the deadline', async () => {
     const lookup = hangingLookup();
-    const controller = new AbortController();
+    const cancellation = new Cancellation();
     const timersBefore = activeTimers();
     const dialing = dial('slow.test', 80, {
       policy: everythingButLoopback,
       timeoutMs: 60_000,
-      signal: controller.signal,
+      cancellation,
       lookup,
     });
-    controller.abort(new Error('user went away'));
+    cancellation.cancel(new Error('user went away'));
     const err = await rejectsWith(dialing, Reason.CANCELLED);
     assert.equal((err.cause as Error).message, 'user went away');
     assert.equal(activeTimers(), timersBefore);
   });
 
-  test('an already aborted signal cancels before any lookup', async () => {
+  test('an already cancelled dial stops before any lookup', async () => {
     const lookup = hangingLookup();
+    const cancellation = new Cancellation();
+    cancellation.cancel(new Error('gone before the dial'));
     await rejectsWith(
       dial('slow.test', 80, {
         policy: everythingButLoopback,
         timeoutMs: 60_000,
-        signal: AbortSignal.abort(),
+        cancellation,
         lookup,
       }),
       Reason.CANCELLED,

@@ -13,6 +13,7 @@ import {
   serveSocks5,
   socks5ReplyFor,
 } from '../src/gateway/socks5.js';
+import type { CancelSignal } from '../src/tunnel/cancellation.js';
 import { Reason } from '../src/tunnel/constants.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -57,19 +58,26 @@ class LocalServer {
 interface ConnectCall {
   group: string;
   target: Socks5Target;
-  signal: AbortSignal;
+  cancellation: CancelSignal;
 }
 
-type ConnectImpl = (group: string, target: Socks5Target, signal: AbortSignal) => Promise<Duplex>;
+type ConnectImpl = (
+  group: string,
+  target: Socks5Target,
+  cancellation: CancelSignal,
+) => Promise<Duplex>;
 
 /** Dials 127.0.0.1 at the requested port, whatever host was asked for. */
-function dialLocal(_group: string, target: Socks5Target, signal: AbortSignal): Promise<Duplex> {
+function dialLocal(
+  _group: string,
+  target: Socks5Target,
+  cancellation: CancelSignal,
+): Promise<Duplex> {
   return new Promise((resolve, reject) => {
     const socket = connect({ host: '127.0.0.1', port: target.port, allowHalfOpen: true });
-    const onAbort = () => socket.destroy();
-    signal.addEventListener('abort', onAbort, { once: true });
+    const stopListening = cancellation.onCancel(() => socket.destroy());
     socket.once('connect', () => {
-      signal.removeEventListener('abort', onAbort);
+      stopListening();
       socket.off('error', onError);
       resolve(socket);
     });
@@ -111,9 +119,9 @@ class TestProxy {
         options.authenticate ??
         (async (username, password) =>
           username === 'alice' && password === 'secret' ? 'group-a' : null),
-      connect: (group, target, signal) => {
-        this.calls.push({ group, target, signal });
-        return this.connectImpl(group, target, signal);
+      connect: (group, target, cancellation) => {
+        this.calls.push({ group, target, cancellation });
+        return this.connectImpl(group, target, cancellation);
       },
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? 10_000,
       logger,
@@ -720,11 +728,11 @@ describe('serveSocks5', () => {
 
     test('early data sent while connect() is pending is delivered in order', async () => {
       let release: (() => void) | undefined;
-      proxy.connectImpl = async (group, target, signal) => {
+      proxy.connectImpl = async (group, target, cancellation) => {
         await new Promise<void>((resolve) => {
           release = resolve;
         });
-        return dialLocal(group, target, signal);
+        return dialLocal(group, target, cancellation);
       };
       const client = await WireClient.open(proxy.port);
       await authenticate(client);
@@ -769,7 +777,7 @@ describe('serveSocks5', () => {
       assert.equal(await takeReply(client), 0x00);
       assert.equal((await client.rest()).toString(), 'got:one-shot');
       await client.closed;
-      assert.equal(proxy.calls[0]!.signal.aborted, false);
+      assert.equal(proxy.calls[0]!.cancellation.cancelled, false);
     });
 
     test('a target that ends first still receives what the user sends afterwards', async () => {
@@ -849,32 +857,32 @@ describe('serveSocks5', () => {
   });
 
   describe('pending connect', () => {
-    /** A connect() that waits for its signal and records the abort. */
-    function waitForAbort(): { aborted: Promise<unknown> } {
-      let signalled: (reason: unknown) => void = () => undefined;
-      const aborted = new Promise<unknown>((resolve) => {
-        signalled = resolve;
+    /** A connect() that waits to be cancelled and records why. */
+    function waitForCancel(): { cancelled: Promise<unknown> } {
+      let heard: (reason: unknown) => void = () => undefined;
+      const cancelled = new Promise<unknown>((resolve) => {
+        heard = resolve;
       });
-      proxy.connectImpl = (_group, _target, signal) =>
+      proxy.connectImpl = (_group, _target, cancellation) =>
         new Promise((_resolve, reject) => {
-          signal.addEventListener('abort', () => {
-            signalled(signal.reason);
-            reject(signal.reason);
+          cancellation.onCancel((reason) => {
+            heard(reason);
+            reject(reason);
           });
         });
-      return { aborted };
+      return { cancelled };
     }
 
-    test('a user who disconnects while connect() is pending aborts the signal', async () => {
-      const { aborted } = waitForAbort();
+    test('a user who disconnects while connect() is pending cancels it', async () => {
+      const { cancelled } = waitForCancel();
       const client = await WireClient.open(proxy.port);
       await authenticate(client);
       client.write(ipv4Request(0x01, 443));
       await connectCalled(proxy);
-      assert.equal(proxy.calls[0]!.signal.aborted, false);
+      assert.equal(proxy.calls[0]!.cancellation.cancelled, false);
       client.socket.resetAndDestroy();
       await client.closed;
-      const reason = await aborted;
+      const reason = await cancelled;
       assert.ok(reason instanceof PosternError);
       assert.equal(reason.reason, Reason.CANCELLED);
       await proxy.settled();
@@ -897,7 +905,7 @@ describe('serveSocks5', () => {
       await connectCalled(proxy);
       client.socket.resetAndDestroy();
       await client.closed;
-      await until(() => proxy.calls[0]!.signal.aborted);
+      await until(() => proxy.calls[0]!.cancellation.cancelled);
       release!();
       await proxy.settled();
       assert.ok(stream.destroyed);
@@ -923,11 +931,11 @@ describe('serveSocks5', () => {
 
     test('a user who closes while connect() is pending does not abort it; the connection still ends', async () => {
       let release: (() => void) | undefined;
-      proxy.connectImpl = async (group, target, signal) => {
+      proxy.connectImpl = async (group, target, cancellation) => {
         await new Promise<void>((resolve) => {
           release = resolve;
         });
-        return dialLocal(group, target, signal);
+        return dialLocal(group, target, cancellation);
       };
       const client = await WireClient.open(proxy.port);
       await authenticate(client);
@@ -936,7 +944,11 @@ describe('serveSocks5', () => {
       await client.destroy();
       release!();
       await proxy.settled();
-      assert.equal(proxy.calls[0]!.signal.aborted, false, 'a FIN is a half-close, not an abort');
+      assert.equal(
+        proxy.calls[0]!.cancellation.cancelled,
+        false,
+        'a FIN is a half-close, not a cancel',
+      );
     });
   });
 

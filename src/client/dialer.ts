@@ -1,5 +1,6 @@
 import net from 'node:net';
 import { isPosternError, PosternError } from '../errors.js';
+import { Cancellation, type CancelSignal } from '../tunnel/cancellation.js';
 import { Reason } from '../tunnel/constants.js';
 import type { AccessPolicy, LookupFunction, ResolvedAddress } from './policy.js';
 
@@ -7,8 +8,8 @@ export interface DialOptions {
   policy: AccessPolicy;
   /** Deadline for the whole dial (resolution and every connect attempt), in milliseconds. */
   timeoutMs: number;
-  /** Aborting it cancels the dial (reason CANCELLED). */
-  signal?: AbortSignal;
+  /** Cancelling it cancels the dial (reason CANCELLED). */
+  cancellation?: CancelSignal;
   /** Resolver for the policy check; `dns.promises.lookup` by default. */
   lookup?: LookupFunction;
 }
@@ -33,9 +34,9 @@ const CONNECT_FAILURES = new Map<string, { reason: Reason; says: string }>([
  */
 export async function dial(host: string, port: number, options: DialOptions): Promise<net.Socket> {
   const target = net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
-  const stop = new AbortController();
+  const stop = new Cancellation();
   const deadline = setTimeout(() => {
-    stop.abort(
+    stop.cancel(
       new PosternError(
         'POSTERN_ERR_OPEN_FAILED',
         `dial ${target} timed out after ${options.timeoutMs} ms`,
@@ -44,28 +45,25 @@ export async function dial(host: string, port: number, options: DialOptions): Pr
     );
   }, options.timeoutMs);
   const cancel = (): void => {
-    stop.abort(
+    stop.cancel(
       new PosternError('POSTERN_ERR_OPEN_FAILED', `dial ${target} was cancelled`, {
         reason: Reason.CANCELLED,
-        cause: options.signal?.reason,
+        cause: options.cancellation?.reason,
       }),
     );
   };
-  options.signal?.addEventListener('abort', cancel, { once: true });
+  const stopListening = options.cancellation?.onCancel(cancel);
   try {
-    if (options.signal?.aborted) cancel();
-    stop.signal.throwIfAborted();
-    const decision = await untilStopped(
-      options.policy.check(host, port, options.lookup),
-      stop.signal,
-    );
+    if (options.cancellation?.cancelled) cancel();
+    if (stop.reason) throw stop.reason;
+    const decision = await untilStopped(options.policy.check(host, port, options.lookup), stop);
     if (!decision.allowed) {
       throw new PosternError('POSTERN_ERR_OPEN_FAILED', decision.message, {
         reason: decision.reason,
         cause: decision.cause,
       });
     }
-    return await connectToFirst(target, decision.addresses, port, stop.signal);
+    return await connectToFirst(target, decision.addresses, port, stop);
   } catch (err) {
     if (isPosternError(err, 'POSTERN_ERR_OPEN_FAILED')) throw err;
     throw new PosternError('POSTERN_ERR_OPEN_FAILED', `dial ${target} failed: ${String(err)}`, {
@@ -74,20 +72,19 @@ export async function dial(host: string, port: number, options: DialOptions): Pr
     });
   } finally {
     clearTimeout(deadline);
-    options.signal?.removeEventListener('abort', cancel);
+    stopListening?.();
   }
 }
 
 /**
- * Settles with `work`, or rejects with the stop reason as soon as `signal` aborts. `work` cannot
- * be cancelled (a lookup runs to its end); whatever it settles with after a stop has no one
- * left to hear it.
+ * Settles with `work`, or rejects with the stop reason as soon as `stop` is cancelled. `work`
+ * cannot be cancelled (a lookup runs to its end); whatever it settles with after a stop has no
+ * one left to hear it.
  */
-function untilStopped<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+function untilStopped<T>(work: Promise<T>, stop: CancelSignal): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const onStop = (): void => reject(signal.reason);
-    signal.addEventListener('abort', onStop, { once: true });
-    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onStop));
+    const stopListening = stop.onCancel(reject);
+    work.then(resolve, reject).finally(stopListening);
   });
 }
 
@@ -95,14 +92,14 @@ async function connectToFirst(
   target: string,
   addresses: readonly ResolvedAddress[],
   port: number,
-  signal: AbortSignal,
+  stop: CancelSignal,
 ): Promise<net.Socket> {
   const failures: NodeJS.ErrnoException[] = [];
   for (const { address } of addresses) {
     try {
-      return await connectOnce(address, port, signal);
+      return await connectOnce(address, port, stop);
     } catch (err) {
-      if (signal.aborted) throw err;
+      if (stop.cancelled) throw err;
       failures.push(err as NodeJS.ErrnoException);
     }
   }
@@ -130,18 +127,18 @@ function connectFailure(
   );
 }
 
-/** One TCP connect to an IP address (so no lookup happens); rejects when `signal` aborts. */
-function connectOnce(address: string, port: number, signal: AbortSignal): Promise<net.Socket> {
+/** One TCP connect to an IP address (so no lookup happens); rejects when `stop` is cancelled. */
+function connectOnce(address: string, port: number, stop: CancelSignal): Promise<net.Socket> {
   return new Promise<net.Socket>((resolve, reject) => {
-    if (signal.aborted) {
-      reject(signal.reason);
+    if (stop.reason) {
+      reject(stop.reason);
       return;
     }
     const socket = net.connect({ host: address, port });
     const detach = (): void => {
       socket.off('connect', onConnect);
       socket.off('error', onError);
-      signal.removeEventListener('abort', onAbort);
+      stopListening();
     };
     const onConnect = (): void => {
       detach();
@@ -153,13 +150,12 @@ function connectOnce(address: string, port: number, signal: AbortSignal): Promis
       detach();
       reject(err);
     };
-    const onAbort = (): void => {
+    const stopListening = stop.onCancel((reason) => {
       detach();
       socket.destroy();
-      reject(signal.reason);
-    };
+      reject(reason);
+    });
     socket.once('connect', onConnect);
     socket.once('error', onError);
-    signal.addEventListener('abort', onAbort, { once: true });
   });
 }

@@ -28,7 +28,7 @@ export async function handleOpen(open: IncomingOpen, options: OpenHandlerOptions
     socket = await dial(host, port, {
       policy: options.policy,
       timeoutMs: options.dialTimeoutMs,
-      signal: open.signal,
+      cancellation: open.cancellation,
     });
   } catch (err) {
     const reason =
@@ -40,7 +40,7 @@ export async function handleOpen(open: IncomingOpen, options: OpenHandlerOptions
     open.reject(reason, message);
     return;
   }
-  if (open.signal.aborted) {
+  if (open.cancellation.cancelled) {
     log.debug('open cancelled by the gateway after the dial');
     socket.destroy();
     return;

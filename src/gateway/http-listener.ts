@@ -8,6 +8,7 @@
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { cancellationFrom } from '../tunnel/cancellation.js';
 import { StreamKind } from '../tunnel/constants.js';
 import type { FrontDoorOptions } from './front-door.js';
 import { HttpProxy, httpProxyServerOptions } from './http-proxy.js';
@@ -60,12 +61,18 @@ export class HttpProxyListener {
         limiter.recordSuccess(remote);
         return credentials.username;
       },
-      open: (group, target, signal) =>
-        registry.open(
-          group,
-          { kind: StreamKind.TCP, host: target.host, port: target.port },
-          { timeoutMs: openTimeoutMs, signal },
-        ),
+      open: async (group, target, signal) => {
+        const { cancellation, dispose } = cancellationFrom(signal);
+        try {
+          return await registry.open(
+            group,
+            { kind: StreamKind.TCP, host: target.host, port: target.port },
+            { timeoutMs: openTimeoutMs, cancellation },
+          );
+        } finally {
+          dispose();
+        }
+      },
     });
   }
 

@@ -5,7 +5,7 @@
 import { EventEmitter } from 'node:events';
 import { isPosternError, PosternError } from '../errors.js';
 import { Reason } from '../tunnel/constants.js';
-import type { Session } from '../tunnel/session.js';
+import type { OpenStreamOptions, Session } from '../tunnel/session.js';
 import type { StreamTarget, TunnelStream } from '../tunnel/stream.js';
 
 export interface ClientSession {
@@ -88,7 +88,7 @@ export class SessionRegistry extends EventEmitter {
   async open(
     groupId: string,
     target: StreamTarget,
-    options: { timeoutMs: number; signal?: AbortSignal },
+    options: OpenStreamOptions,
   ): Promise<TunnelStream> {
     const tried = new Set<Session>();
     for (;;) {

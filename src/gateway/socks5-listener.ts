@@ -55,17 +55,19 @@ export class Socks5Listener {
         if (limiter.isBlocked(remote)) return null;
         // Counted as a failure until it succeeds, so parallel guesses are slowed down too.
         limiter.recordFailure(remote);
-        await limiter.wait(remote, AbortSignal.timeout(handshakeTimeoutMs));
+        // An AbortSignal costs microseconds per connection: made only when there is a wait.
+        if (limiter.delayFor(remote) > 0)
+          await limiter.wait(remote, AbortSignal.timeout(handshakeTimeoutMs));
         const check = await authority.checkGroup(username, password, false);
         if (check !== 'ok') return null;
         limiter.recordSuccess(remote);
         return username;
       },
-      connect: (group, target, signal) =>
+      connect: (group, target, cancellation) =>
         registry.open(
           group,
           { kind: StreamKind.TCP, host: target.host, port: target.port },
-          { timeoutMs: openTimeoutMs, signal },
+          { timeoutMs: openTimeoutMs, cancellation },
         ),
     });
     this.#connections.add(done);

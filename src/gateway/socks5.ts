@@ -19,6 +19,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { PosternError, type PosternErrorCode } from '../errors.js';
 import { deferredChild, type Log } from '../observability/logger.js';
+import { Cancellation, type CancelSignal } from '../tunnel/cancellation.js';
 import { Reason, reasonName } from '../tunnel/constants.js';
 import { relayUser } from './user-relay.js';
 
@@ -37,9 +38,10 @@ export interface Socks5Handlers {
   noAuthGroup?: string;
   /**
    * Opens the tunnel stream for CONNECT. Rejects with a PosternError whose `reason` says why;
-   * resolves to a Duplex already connected to the target. `signal` aborts when the user leaves.
+   * resolves to a Duplex already connected to the target. `cancellation` is cancelled when the
+   * user leaves.
    */
-  connect(group: string, target: Socks5Target, signal: AbortSignal): Promise<Duplex>;
+  connect(group: string, target: Socks5Target, cancellation: CancelSignal): Promise<Duplex>;
   /** Deadline for greeting, authentication and request; not a read deadline after CONNECT. */
   handshakeTimeoutMs: number;
   logger: Log;
@@ -381,11 +383,11 @@ class Socks5Connection {
     return relayUser(this.#socket, stream, log, SOCKS5_RELAY);
   }
 
-  /** connect() with a signal that aborts when the user leaves; the signal lives only this long. */
+  /** connect(), cancelled if the user leaves while it runs. */
   async #open(group: string, target: Socks5Target): Promise<Duplex> {
-    const abort = new AbortController();
+    const cancellation = new Cancellation();
     const abortOnClose = () => {
-      abort.abort(
+      cancellation.cancel(
         new PosternError('POSTERN_ERR_OPEN_FAILED', 'the SOCKS5 user disconnected', {
           reason: Reason.CANCELLED,
         }),
@@ -393,7 +395,7 @@ class Socks5Connection {
     };
     this.#socket.once('close', abortOnClose);
     try {
-      return await this.#handlers.connect(group, target, abort.signal);
+      return await this.#handlers.connect(group, target, cancellation);
     } finally {
       this.#socket.off('close', abortOnClose);
     }

@@ -8,6 +8,7 @@
 import { EventEmitter } from 'node:events';
 import { PosternError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
+import { Cancellation, type CancelSignal } from './cancellation.js';
 import { encodeDataInto, encodeFrame, type Frame } from './codec.js';
 import { CloseCode, FrameType, HEADER_SIZE, Reason, reasonName } from './constants.js';
 import { dataFramePool, POOLED_FRAME_MIN } from './frame-pool.js';
@@ -29,11 +30,11 @@ const keepInErrored = () => undefined;
 export interface IncomingOpen {
   readonly streamId: number;
   readonly target: StreamTarget;
-  /** Aborted when the opener cancels or the session ends before an answer. */
-  readonly signal: AbortSignal;
-  /** Sends OPEN_OK and returns the stream. Throws if `signal` is aborted. */
+  /** Cancelled when the opener cancels or the session ends before an answer. */
+  readonly cancellation: CancelSignal;
+  /** Sends OPEN_OK and returns the stream. Throws once `cancellation` is cancelled. */
   accept(): TunnelStream;
-  /** Sends OPEN_ERROR; a no-op once `signal` is aborted. */
+  /** Sends OPEN_ERROR; a no-op once `cancellation` is cancelled. */
   reject(reason: Reason, message: string): void;
 }
 
@@ -55,7 +56,8 @@ interface OutgoingOpen {
 export interface OpenStreamOptions {
   /** Deadline for the peer's answer. */
   timeoutMs: number;
-  signal?: AbortSignal;
+  /** Cancelling it before the answer sends RESET (CANCELLED) and rejects the open. */
+  cancellation?: CancelSignal;
 }
 
 export class Session extends EventEmitter implements StreamHost {
@@ -69,7 +71,7 @@ export class Session extends EventEmitter implements StreamHost {
   #peerGoingAway = false;
   #streams = new Map<number, TunnelStream>();
   #outgoing = new Map<number, OutgoingOpen>();
-  #incoming = new Map<number, AbortController>();
+  #incoming = new Map<number, Cancellation>();
   #nextLocalId: number;
   #highestPeerId = 0;
   #receiveWindows = new ReceiveWindows();
@@ -128,7 +130,7 @@ export class Session extends EventEmitter implements StreamHost {
         ),
       );
     }
-    if (options.signal?.aborted) {
+    if (options.cancellation?.cancelled) {
       return Promise.reject(
         new PosternError('POSTERN_ERR_OPEN_FAILED', 'open cancelled', { reason: Reason.CANCELLED }),
       );
@@ -150,15 +152,16 @@ export class Session extends EventEmitter implements StreamHost {
           ),
         options.timeoutMs,
       );
-      const onAbort = () => cancel(Reason.CANCELLED, 'open cancelled');
-      options.signal?.addEventListener('abort', onAbort, { once: true });
+      const stopListening = options.cancellation?.onCancel(() =>
+        cancel(Reason.CANCELLED, 'open cancelled'),
+      );
       this.#outgoing.set(streamId, {
         target,
         resolve,
         reject,
         cleanup: () => {
           clearTimeout(timer);
-          options.signal?.removeEventListener('abort', onAbort);
+          stopListening?.();
         },
       });
       this.#send({ type: FrameType.OPEN, streamId, ...target });
@@ -308,17 +311,17 @@ export class Session extends EventEmitter implements StreamHost {
       });
       return;
     }
-    const controller = new AbortController();
-    this.#incoming.set(streamId, controller);
+    const cancellation = new Cancellation();
+    this.#incoming.set(streamId, cancellation);
     const answered = () => {
-      if (this.#incoming.get(streamId) !== controller || controller.signal.aborted) return false;
+      if (this.#incoming.get(streamId) !== cancellation || cancellation.cancelled) return false;
       this.#incoming.delete(streamId);
       return true;
     };
     onOpen({
       streamId,
       target,
-      signal: controller.signal,
+      cancellation,
       accept: () => {
         if (!answered()) {
           throw new PosternError('POSTERN_ERR_STREAM_RESET', `stream ${streamId} was cancelled`, {
@@ -379,7 +382,7 @@ export class Session extends EventEmitter implements StreamHost {
       const incoming = this.#incoming.get(frame.streamId);
       if (incoming && frame.type === FrameType.RESET) {
         this.#incoming.delete(frame.streamId);
-        incoming.abort(new PosternError('POSTERN_ERR_STREAM_RESET', 'open cancelled by the peer'));
+        incoming.cancel(new PosternError('POSTERN_ERR_STREAM_RESET', 'open cancelled by the peer'));
         this.#maybeFinishDrain();
         return;
       }
@@ -498,7 +501,7 @@ export class Session extends EventEmitter implements StreamHost {
       this.#settleOutgoing(streamId);
       open.reject(error);
     }
-    for (const controller of this.#incoming.values()) controller.abort(error);
+    for (const cancellation of this.#incoming.values()) cancellation.cancel(error);
     this.#incoming.clear();
     for (const stream of [...this.#streams.values()]) stream.abortWithSession(error);
     this.#sendWaiters = [];
