@@ -4,6 +4,7 @@
  * target event loop) and a second load generator. The parent process is the main generator.
  */
 import { cpus } from 'node:os';
+import { POSTERN_NODE_FLAGS } from '../src/node-flags.js';
 import type { ClientReady } from './client-process.js';
 import { type DoorSpec, type GatewayReady, proxiedDoors } from './doors.js';
 import { BenchProcess, ownStats, type ProcessStats } from './ipc.js';
@@ -142,10 +143,14 @@ export class BenchSystem {
   }
 }
 
-/** Node flags that make `name` write a CPU profile into the configured directory. */
-function profileFlags(options: SystemOptions, name: string): string[] {
-  if (!options.cpuProfileDir) return [];
+/**
+ * Node flags for gateway or client `name`: those the `postern` executable runs with, and, when
+ * asked, those that make it write a CPU profile into the configured directory.
+ */
+function nodeFlags(options: SystemOptions, name: string): string[] {
+  if (!options.cpuProfileDir) return [...POSTERN_NODE_FLAGS];
   return [
+    ...POSTERN_NODE_FLAGS,
     '--cpu-prof',
     `--cpu-prof-dir=${options.cpuProfileDir}`,
     `--cpu-prof-name=${name}-${Date.now()}.cpuprofile`,
@@ -156,12 +161,12 @@ async function startTunnel(
   options: SystemOptions,
 ): Promise<{ gateway: BenchProcess<GatewayReady>; client: BenchProcess<ClientReady> }> {
   const gateway = await BenchProcess.start<GatewayReady>('gateway', './gateway-process.js', {
-    execArgv: profileFlags(options, 'gateway'),
+    execArgv: nodeFlags(options, 'gateway'),
   });
   try {
     const client = await BenchProcess.start<ClientReady>('client', './client-process.js', {
       args: [JSON.stringify(gateway.ready)],
-      execArgv: profileFlags(options, 'client'),
+      execArgv: nodeFlags(options, 'client'),
     });
     return { gateway, client };
   } catch (error) {

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --single-threaded-gc
 /**
  * The command line: `postern gateway | client | demo | check-config | profile clash|pac`.
  */

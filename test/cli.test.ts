@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { POSTERN_NODE_FLAGS } from '../src/node-flags.js';
 
 const run = promisify(execFile);
 const cli = fileURLToPath(new URL('../src/cli.js', import.meta.url));
@@ -99,9 +100,13 @@ describe('command line', () => {
   });
 
   it('the demo prints curl lines that work as printed and exits 0 on SIGINT', async (t) => {
-    const child = spawn(process.execPath, [cli, 'demo', '--log-level', 'warn'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [...POSTERN_NODE_FLAGS, cli, 'demo', '--log-level', 'warn'],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     const exit = exited(child);
     t.after(async () => {
       if (child.exitCode === null) child.kill('SIGKILL');

@@ -14,6 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { Client } from '../src/client/client.js';
 import type { Gateway } from '../src/gateway/gateway.js';
+import { POSTERN_NODE_FLAGS } from '../src/node-flags.js';
 import { loadServerCertificate } from '../src/tls/certificates.js';
 import { CloseCode } from '../src/tunnel/constants.js';
 import {
@@ -256,6 +257,7 @@ describe('e2e: tunnel and connection lifecycle', () => {
     const child = spawn(
       process.execPath,
       [
+        ...POSTERN_NODE_FLAGS,
         cli,
         'client',
         '--gateway',
