@@ -1,7 +1,8 @@
 /**
  * Workload 1, bulk throughput: one download (target → user) and one upload (user → target) of
  * `bulkBytes`, each through every door and directly. The receiver counts the bytes and CRCs
- * them; a transfer counts as intact only if both match what was sent.
+ * them; a transfer counts as intact only if both match what was sent. Each run also moves the
+ * same bytes through a bare TLS relay (bench/tls-pipe-process.ts), the second baseline the notes give.
  */
 import type { Socket } from 'node:net';
 import { type Door, openDoor } from './doors.js';
@@ -83,23 +84,30 @@ export const bulkWorkload: Workload = {
     expectedDigest(bytes);
     const { sourcePort, sinkPort } = system.bulkTarget.ready;
     const doors = doorsWithBaseline(context);
+    const pipe = openDoor(system.tlsPipe);
     const results = new Map<string, TransferResult[]>();
+    const record = (key: string, result: TransferResult) => {
+      results.set(key, [...(results.get(key) ?? []), result]);
+      context.progress(
+        `bulk ${key} run ${results.get(key)!.length}: ${(bytes / MB / result.seconds).toFixed(0)} MB/s${result.intact ? '' : ' DATA MISMATCH'}`,
+      );
+    };
     for (let run = 1; run <= profile.runs; run++) {
       for (const direction of ['download', 'upload'] as Direction[]) {
+        const transferThrough = (door: Door) =>
+          direction === 'download'
+            ? download(door, endpoint(sourcePort), bytes)
+            : upload(door, endpoint(sinkPort), bytes);
         for (const { spec, name } of doors) {
           const door = openDoor(spec);
-          const transfer =
-            direction === 'download'
-              ? () => download(door, endpoint(sourcePort), bytes)
-              : () => upload(door, endpoint(sinkPort), bytes);
-          const result = await withCpuRecord(context, `bulk ${direction}`, name, transfer);
-          await system.idle();
-          const key = `${direction} ${name}`;
-          results.set(key, [...(results.get(key) ?? []), result]);
-          context.progress(
-            `bulk ${direction} ${name} run ${run}: ${(bytes / MB / result.seconds).toFixed(0)} MB/s${result.intact ? '' : ' DATA MISMATCH'}`,
+          const result = await withCpuRecord(context, `bulk ${direction}`, name, () =>
+            transferThrough(door),
           );
+          await system.idle();
+          record(`${direction} ${name}`, result);
         }
+        record(`${direction} ${pipe.name}`, await transferThrough(pipe));
+        await system.idle();
       }
     }
     const rows: Row[] = [];
@@ -107,20 +115,25 @@ export const bulkWorkload: Workload = {
       summarize(results.get(key)!.map((result) => bytes / MB / result.seconds));
     for (const direction of ['download', 'upload'] as Direction[]) {
       const direct = throughput(`${direction} direct`);
+      const ceiling = throughput(`${direction} ${pipe.name}`);
+      const pipeIntact = results.get(`${direction} ${pipe.name}`)!.every((result) => result.intact);
       for (const { name } of doors.slice(1)) {
         const transfers = results.get(`${direction} ${name}`)!;
         const intact = transfers.filter((result) => result.intact).length;
+        const postern = throughput(`${direction} ${name}`);
+        const againstPipe = `bare TLS relay ${ceiling.median.toFixed(0)} MB/s (Postern ${(postern.median / ceiling.median).toFixed(2)}×)${pipeIntact ? '' : ' (pipe DATA MISMATCH)'}`;
         rows.push({
           workload: `Bulk ${direction} ${formatSize(bytes)}`,
           door: name,
           unit: 'MB/s',
-          postern: throughput(`${direction} ${name}`),
+          postern,
           direct,
           target: '≥ 400 MB/s',
-          note:
+          note: `${
             intact === transfers.length
               ? `intact ${intact}/${transfers.length} (bytes + CRC-32)`
-              : `DATA MISMATCH: intact ${intact}/${transfers.length}`,
+              : `DATA MISMATCH: intact ${intact}/${transfers.length}`
+          }; ${againstPipe}`,
         });
       }
     }

@@ -11,7 +11,9 @@ import { type Endpoint, type Socks5Proxy, socks5Connect } from './socks5-client.
 export type DoorSpec =
   | { kind: 'direct' }
   | { kind: 'socks5'; proxy: Socks5Proxy }
-  | { kind: 'http-connect'; proxy: HttpProxy };
+  | { kind: 'http-connect'; proxy: HttpProxy }
+  /** Not a front door: the bare TLS pipe of bench/tls-pipe-process.ts, the ceiling for bulk. */
+  | { kind: 'tls-pipe'; port: number };
 
 export interface Door {
   /** Short name used in the table: `direct`, `socks5`, `http-connect`. */
@@ -61,6 +63,15 @@ function connectDirect(target: Endpoint): Promise<Socket> {
   });
 }
 
+/** Through the bare TLS pipe: its near end, then the target's port as a u16. */
+async function connectTlsPipe(port: number, target: Endpoint): Promise<Socket> {
+  const socket = await connectDirect({ host: '127.0.0.1', port });
+  const header = Buffer.alloc(2);
+  header.writeUInt16BE(target.port, 0);
+  socket.write(header);
+  return socket;
+}
+
 export function openDoor(spec: DoorSpec): Door {
   switch (spec.kind) {
     case 'direct':
@@ -69,5 +80,7 @@ export function openDoor(spec: DoorSpec): Door {
       return { name: 'socks5', connect: (target) => socks5Connect(spec.proxy, target) };
     case 'http-connect':
       return { name: 'http-connect', connect: (target) => httpConnect(spec.proxy, target) };
+    case 'tls-pipe':
+      return { name: 'tls-pipe', connect: (target) => connectTlsPipe(spec.port, target) };
   }
 }

@@ -1,7 +1,8 @@
 /**
  * The processes of one benchmark: gateway and client under test, two target processes (bulk
  * source/sink and echo, so a saturating transfer and an interactive exchange do not share a
- * target event loop) and a second load generator. The parent process is the main generator.
+ * target event loop), a second load generator, and the two ends of a bare TLS pipe (the ceiling
+ * for bulk). The parent process is the main generator.
  */
 import { cpus } from 'node:os';
 import { POSTERN_NODE_FLAGS } from '../src/node-flags.js';
@@ -9,6 +10,7 @@ import type { ClientReady } from './client-process.js';
 import { type DoorSpec, type GatewayReady, proxiedDoors } from './doors.js';
 import { BenchProcess, ownStats, type ProcessStats } from './ipc.js';
 import type { TargetReady } from './target-process.js';
+import type { TlsPipeReady } from './tls-pipe-process.js';
 
 export type ProcessName =
   | 'generator'
@@ -45,6 +47,8 @@ export class BenchSystem {
   readonly bulkTarget: BenchProcess<TargetReady>;
   readonly echoTarget: BenchProcess<TargetReady>;
   readonly load: BenchProcess<unknown>;
+  /** The bare TLS pipe's two ends; `tlsPipe` is the door into it. */
+  readonly tlsPipeEnds: [BenchProcess<TlsPipeReady>, BenchProcess<TlsPipeReady>];
   #gateway: BenchProcess<GatewayReady>;
   #client: BenchProcess<ClientReady>;
   #options: SystemOptions;
@@ -54,11 +58,13 @@ export class BenchSystem {
       bulkTarget: BenchProcess<TargetReady>;
       echoTarget: BenchProcess<TargetReady>;
       load: BenchProcess<unknown>;
+      tlsPipeEnds: [BenchProcess<TlsPipeReady>, BenchProcess<TlsPipeReady>];
       gateway: BenchProcess<GatewayReady>;
       client: BenchProcess<ClientReady>;
     },
     options: SystemOptions,
   ) {
+    this.tlsPipeEnds = parts.tlsPipeEnds;
     this.bulkTarget = parts.bulkTarget;
     this.echoTarget = parts.echoTarget;
     this.load = parts.load;
@@ -80,8 +86,23 @@ export class BenchSystem {
         track(BenchProcess.start<TargetReady>('echo target', './target-process.js')),
         track(BenchProcess.start<unknown>('load', './load-process.js')),
       ]);
+      const far = await track(
+        BenchProcess.start<TlsPipeReady>('tls pipe far', './tls-pipe-process.js', {
+          args: ['far'],
+          execArgv: [...POSTERN_NODE_FLAGS],
+        }),
+      );
+      const near = await track(
+        BenchProcess.start<TlsPipeReady>('tls pipe near', './tls-pipe-process.js', {
+          args: ['near', String(far.ready.port), far.ready.cert],
+          execArgv: [...POSTERN_NODE_FLAGS],
+        }),
+      );
       const { gateway, client } = await startTunnel(options);
-      return new BenchSystem({ bulkTarget, echoTarget, load, gateway, client }, options);
+      return new BenchSystem(
+        { bulkTarget, echoTarget, load, tlsPipeEnds: [near, far], gateway, client },
+        options,
+      );
     } catch (error) {
       await Promise.all(started.map((child) => child.close()));
       throw error;
@@ -101,6 +122,11 @@ export class BenchSystem {
     return proxiedDoors(this.#gateway.ready);
   }
 
+  /** The way into the bare TLS pipe. */
+  get tlsPipe(): DoorSpec {
+    return { kind: 'tls-pipe', port: this.tlsPipeEnds[0].ready.port };
+  }
+
   /** Replaces gateway and client with fresh processes (for memory figures that start clean). */
   async restartTunnel(): Promise<void> {
     await this.#client.close();
@@ -117,6 +143,7 @@ export class BenchSystem {
       this.#client.request('idle'),
       this.bulkTarget.request('idle'),
       this.echoTarget.request('idle'),
+      ...this.tlsPipeEnds.map((end) => end.request('idle')),
     ]);
   }
 
@@ -139,7 +166,12 @@ export class BenchSystem {
   async close(): Promise<void> {
     await this.#client.close();
     await this.#gateway.close();
-    await Promise.all([this.bulkTarget.close(), this.echoTarget.close(), this.load.close()]);
+    await Promise.all([
+      this.bulkTarget.close(),
+      this.echoTarget.close(),
+      this.load.close(),
+      ...this.tlsPipeEnds.map((end) => end.close()),
+    ]);
   }
 }
 

@@ -1,0 +1,106 @@
+/**
+ * The ceiling for bulk throughput: the same path as Postern's (generator → one process → TLS →
+ * another process → target, each a Node process of its own) with nothing in it but Node's TLS
+ * and `pipe()`: no WebSocket, no frames, no multiplexing, no flow control of its own. What
+ * Postern's bulk figures are set against besides the direct baseline.
+ *
+ * - role `far`: a TLS server; each connection starts with the target's port (u16), and the rest
+ *   is piped both ways to 127.0.0.1:port.
+ * - role `near` (args: far's port and certificate): a plain server; each connection is piped
+ *   both ways into a TLS connection to `far`, which verifies `far`'s certificate.
+ */
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer, connect as tlsConnect } from 'node:tls';
+import { loadServerCertificate } from '../src/tls/certificates.js';
+import { serveParent } from './ipc.js';
+import { waitUntil } from './wait.js';
+
+export interface TlsPipeReady {
+  port: number;
+  /** PEM certificate of `far`, for `near` to trust. */
+  cert: string;
+}
+
+const sockets = new Set<Socket>();
+
+/**
+ * Pipes two half-open sockets both ways: a FIN from one side ends the other's writing only (the
+ * benchmark's download asks with a request and a FIN, then reads); an error destroys both.
+ */
+function join(a: Socket, b: Socket): void {
+  for (const socket of [a, b]) {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    socket.on('error', () => {
+      a.destroy();
+      b.destroy();
+    });
+  }
+  a.pipe(b);
+  b.pipe(a);
+}
+
+function serveFar(socket: Socket): void {
+  const onReadable = () => {
+    const header = socket.read(2) as Buffer | null;
+    if (!header) return;
+    socket.off('readable', onReadable);
+    const target = connect({
+      host: '127.0.0.1',
+      port: header.readUInt16BE(0),
+      noDelay: true,
+      allowHalfOpen: true,
+    });
+    join(socket, target);
+  };
+  socket.on('readable', onReadable);
+}
+
+function listen(server: Server): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host: '127.0.0.1', port: 0, backlog: 4096 }, () => {
+      const address = server.address();
+      resolve(typeof address === 'object' && address ? address.port : 0);
+    });
+  });
+}
+
+void serveParent<TlsPipeReady>(async () => {
+  const [role, farPort, farCert] = process.argv.slice(2);
+  let server: Server;
+  let cert = '';
+  if (role === 'far') {
+    const identity = await loadServerCertificate({});
+    cert = identity.cert;
+    server = createTlsServer(
+      { cert: identity.cert, key: identity.key, allowHalfOpen: true },
+      serveFar,
+    );
+  } else {
+    server = createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
+      join(
+        socket,
+        tlsConnect({
+          host: '127.0.0.1',
+          port: Number(farPort),
+          ca: farCert,
+          servername: 'localhost',
+        }),
+      );
+    });
+  }
+  const port = await listen(server);
+  return {
+    ready: { port, cert },
+    openStreams: () => sockets.size,
+    handlers: {
+      idle: () =>
+        waitUntil(() => sockets.size === 0, `the TLS pipe (${role}) to close its sockets`),
+    },
+    async close() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+});
