@@ -2,7 +2,8 @@
  * Workload 1, bulk throughput: one download (target → user) and one upload (user → target) of
  * `bulkBytes`, each through every door and directly. The receiver counts the bytes and CRCs
  * them; a transfer counts as intact only if both match what was sent. Each run also moves the
- * same bytes through a bare TLS relay (bench/tls-pipe-process.ts), the second baseline the notes give.
+ * same bytes through a bare TLS relay (bench/tls-pipe-process.ts), the second baseline the notes
+ * give.
  */
 import type { Socket } from 'node:net';
 import { type Door, openDoor } from './doors.js';
@@ -115,13 +116,13 @@ export const bulkWorkload: Workload = {
       summarize(results.get(key)!.map((result) => bytes / MB / result.seconds));
     for (const direction of ['download', 'upload'] as Direction[]) {
       const direct = throughput(`${direction} direct`);
-      const ceiling = throughput(`${direction} ${pipe.name}`);
+      const relay = throughput(`${direction} ${pipe.name}`);
       const pipeIntact = results.get(`${direction} ${pipe.name}`)!.every((result) => result.intact);
       for (const { name } of doors.slice(1)) {
         const transfers = results.get(`${direction} ${name}`)!;
         const intact = transfers.filter((result) => result.intact).length;
         const postern = throughput(`${direction} ${name}`);
-        const againstPipe = `bare TLS relay ${ceiling.median.toFixed(0)} MB/s (Postern ${(postern.median / ceiling.median).toFixed(2)}×)${pipeIntact ? '' : ' (pipe DATA MISMATCH)'}`;
+        const againstPipe = `bare TLS relay ${relay.median.toFixed(0)} MB/s (Postern ${(postern.median / relay.median).toFixed(2)}×)${pipeIntact ? '' : ' (pipe DATA MISMATCH)'}`;
         rows.push({
           workload: `Bulk ${direction} ${formatSize(bytes)}`,
           door: name,

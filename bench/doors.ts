@@ -12,11 +12,11 @@ export type DoorSpec =
   | { kind: 'direct' }
   | { kind: 'socks5'; proxy: Socks5Proxy }
   | { kind: 'http-connect'; proxy: HttpProxy }
-  /** Not a front door: the bare TLS pipe of bench/tls-pipe-process.ts, the ceiling for bulk. */
+  /** Not a front door: the bare TLS relay of bench/tls-pipe-process.ts, a second baseline for bulk. */
   | { kind: 'tls-pipe'; port: number };
 
 export interface Door {
-  /** Short name used in the table: `direct`, `socks5`, `http-connect`. */
+  /** Short name used in the table: `direct`, `socks5`, `http-connect` (and `tls-pipe`). */
   readonly name: string;
   /** Resolves with a socket connected to `target`, ready for data. */
   connect(target: Endpoint): Promise<Socket>;

@@ -1,8 +1,8 @@
 /**
  * The processes of one benchmark: gateway and client under test, two target processes (bulk
  * source/sink and echo, so a saturating transfer and an interactive exchange do not share a
- * target event loop), a second load generator, and the two ends of a bare TLS pipe (the ceiling
- * for bulk). The parent process is the main generator.
+ * target event loop), a second load generator, and the two ends of a bare TLS relay (a second
+ * baseline for bulk). The parent process is the main generator.
  */
 import { cpus } from 'node:os';
 import { POSTERN_NODE_FLAGS } from '../src/node-flags.js';

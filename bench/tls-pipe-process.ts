@@ -1,5 +1,5 @@
 /**
- * The ceiling for bulk throughput: the same path as Postern's (generator → one process → TLS →
+ * A second baseline for bulk throughput: the same path as Postern's (generator → one process → TLS →
  * another process → target, each a Node process of its own) with nothing in it but Node's TLS
  * and `pipe()`: no WebSocket, no frames, no multiplexing, no flow control of its own. What
  * Postern's bulk figures are set against besides the direct baseline.
@@ -41,6 +41,10 @@ function join(a: Socket, b: Socket): void {
 }
 
 function serveFar(socket: Socket): void {
+  // Until its header arrives the socket is not joined yet, but it is already ours to close.
+  sockets.add(socket);
+  socket.once('close', () => sockets.delete(socket));
+  socket.on('error', () => socket.destroy());
   const onReadable = () => {
     const header = socket.read(2) as Buffer | null;
     if (!header) return;
@@ -79,15 +83,14 @@ void serveParent<TlsPipeReady>(async () => {
     );
   } else {
     server = createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
-      join(
-        socket,
-        tlsConnect({
-          host: '127.0.0.1',
-          port: Number(farPort),
-          ca: farCert,
-          servername: 'localhost',
-        }),
-      );
+      const far = tlsConnect({
+        host: '127.0.0.1',
+        port: Number(farPort),
+        ca: farCert,
+        servername: 'localhost',
+      });
+      far.setNoDelay(true);
+      join(socket, far);
     });
   }
   const port = await listen(server);

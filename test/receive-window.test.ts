@@ -80,3 +80,11 @@ test('at most MAX_WIDE_STREAMS streams hold wide credit; an ended one frees its 
   assert.equal(windows.windowFor(99, INITIAL_WINDOW), WIDE_WINDOW);
   assert.equal(windows.wideCount, MAX_WIDE_STREAMS);
 });
+
+test('a stream that received its last DATA no longer keeps the next one from being alone', () => {
+  const { windows } = windowsWithClock();
+  windows.noteData(1);
+  windows.release(1);
+  windows.noteData(3);
+  assert.equal(windows.windowFor(3, INITIAL_WINDOW), WIDE_WINDOW);
+});

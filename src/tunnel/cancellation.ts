@@ -1,9 +1,10 @@
 /**
  * A one-shot cancellation for the per-connection hot path, used where an AbortController would
  * otherwise be made for every stream. In Node 20 creating an AbortSignal costs about 3.5 µs and
- * its first listener about 2 µs more (measured with 100,000 of each); the client made two per
- * connection, about 7% of its CPU per connection in the benchmark's connection-rate profile.
- * This one costs an object and an array.
+ * its first listener about 2 µs more (measured with 100,000 of each). The client made two per
+ * connection; replacing them cut its CPU per connection by about a quarter in the benchmark,
+ * more than those costs alone account for (docs/performance.md). This one costs an object and
+ * an array.
  */
 
 /** The side that is told: read `cancelled`, or listen with `onCancel`. */
@@ -38,7 +39,10 @@ export class Cancellation implements CancelSignal {
     };
   }
 
-  /** Cancels with `reason` and calls the listeners, in the order they were added; idempotent. */
+  /**
+   * Cancels with `reason` and calls the listeners, in the order they were added; idempotent.
+   * Listeners must not throw: one that does stops the rest, and the error reaches the caller.
+   */
   cancel(reason: Error): void {
     if (this.#reason !== undefined) return;
     this.#reason = reason;

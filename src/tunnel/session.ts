@@ -223,8 +223,12 @@ export class Session extends EventEmitter implements StreamHost {
     this.#send({ type: FrameType.RESET, streamId, reason, message: message.slice(0, 200) });
   }
 
-  receiveWindow(streamId: number, outstanding: number): number {
+  windowFor(streamId: number, outstanding: number): number {
     return this.#receiveWindows.windowFor(streamId, outstanding);
+  }
+
+  receiveEnded(streamId: number): void {
+    this.#receiveWindows.release(streamId);
   }
 
   reserveSend(stream: TunnelStream): boolean {

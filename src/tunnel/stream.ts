@@ -33,7 +33,9 @@ export interface StreamHost {
   sendData(streamId: number, data: Buffer): void;
   sendWindow(streamId: number, increment: number): void;
   /** The window the stream may have, given the credit it was granted and has not consumed. */
-  receiveWindow(streamId: number, outstanding: number): number;
+  windowFor(streamId: number, outstanding: number): number;
+  /** The peer sent FIN: the stream grants no more credit and holds no window. */
+  receiveEnded(streamId: number): void;
   sendFin(streamId: number): void;
   sendReset(streamId: number, reason: Reason, message: string): void;
   /** True when data may be sent now; otherwise the stream is queued and resumed on drain. */
@@ -116,6 +118,7 @@ export class TunnelStream extends Duplex {
   receiveFin(): void {
     if (this.#remoteEnded) return;
     this.#remoteEnded = true;
+    this.#host.receiveEnded(this.id);
     this.#deliver();
   }
 
@@ -218,12 +221,13 @@ export class TunnelStream extends Duplex {
       this.#endPushed = true;
       this.push(null);
     }
-    if (consumed && !this.destroyed) this.#grantCredit();
+    // After FIN no DATA can come, so credit would be wasted.
+    if (consumed && !this.destroyed && !this.#remoteEnded) this.#grantCredit();
   }
 
   #grantCredit(): void {
     const outstanding = this.#peerCredit + this.#held;
-    const window = this.#host.receiveWindow(this.id, outstanding);
+    const window = this.#host.windowFor(this.id, outstanding);
     const increment = window - outstanding;
     if (increment < window / 4) return;
     this.#peerCredit += increment;
