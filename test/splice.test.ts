@@ -72,8 +72,9 @@ test('a stream reset mid-transfer resets the user socket', async () => {
   const farError = once(far, 'error') as Promise<[NodeJS.ErrnoException]>;
   stream.push('partial');
   await once(far, 'data');
-  stream.destroy(new Error('reset by peer'));
-  await done;
+  const reset = new Error('reset by peer');
+  stream.destroy(reset);
+  assert.deepEqual(await done, { by: 'stream', error: reset }, 'the stream failed first');
   const [error] = await farError;
   assert.equal(error.code, 'ECONNRESET');
   await closed(far);
@@ -87,7 +88,10 @@ test('the user leaving mid-transfer destroys the stream', async () => {
   far.write('request');
   await once(stream, 'wrote');
   far.resetAndDestroy();
-  await done;
+  const cut = await done;
+  assert.ok(cut, 'a side failed');
+  assert.equal(cut.by, 'socket', 'the user failed first');
+  assert.equal((cut.error as NodeJS.ErrnoException).code, 'ECONNRESET');
   assert.equal(stream.destroyed, true);
   assert.equal(Buffer.concat(stream.written).toString(), 'request');
   await close();
@@ -104,7 +108,7 @@ test('both sides ending cleanly closes both without a reset', async () => {
   stream.push('reply');
   stream.push(null);
   await farEnded;
-  await done;
+  assert.equal(await done, undefined, 'neither side failed');
   assert.equal(Buffer.concat(farGot).toString(), 'reply');
   assert.equal(Buffer.concat(stream.written).toString(), 'request');
   assert.equal(stream.errored, null);

@@ -20,21 +20,14 @@ export function relayUser(
   log: Log,
   messages: RelayMessages,
 ): Promise<void> {
-  // Whichever side fails first cut the relay; the other side's error is the echo of it.
-  let cut: { by: 'user' | 'tunnel'; error: Error } | undefined;
-  stream.on('error', (error) => {
-    cut ??= { by: 'tunnel', error };
-  });
-  socket.on('error', (error) => {
-    cut ??= { by: 'user', error };
-  });
-  return splice(socket, stream).then(() => {
+  return splice(socket, stream).then((cut) => {
     const bytes = { fromUser: socket.bytesRead, toUser: socket.bytesWritten };
     if (stream.readableEnded && stream.writableFinished && cut === undefined) {
       log.debug(bytes, messages.closed);
-    } else {
-      // No error on either side yet incomplete: the stream was reset without one.
-      log.info({ ...bytes, cutBy: cut?.by ?? 'tunnel', err: cut?.error }, messages.reset);
+      return;
     }
+    // No error on either side yet incomplete: the stream was reset without one.
+    const cutBy = cut?.by === 'socket' ? 'user' : 'tunnel';
+    log.info({ ...bytes, cutBy, err: cut?.error }, messages.reset);
   });
 }

@@ -11,15 +11,27 @@ import type { Socket } from 'node:net';
 import type { Duplex, Readable, Writable } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 
-/** Resolves once both the socket and the stream have closed. Never rejects. */
-export function splice(socket: Socket, stream: Duplex): Promise<void> {
-  return new Promise<void>((resolve) => {
+/** Which side failed first; the other side's error, if any, is the echo of it. */
+export interface SpliceCut {
+  by: 'socket' | 'stream';
+  error: Error;
+}
+
+/**
+ * Resolves once both the socket and the stream have closed, with the first failure (undefined
+ * when neither side failed). Never rejects.
+ */
+export function splice(socket: Socket, stream: Duplex): Promise<SpliceCut | undefined> {
+  return new Promise((resolve) => {
     const bothWaysDone = () => stream.writableEnded && stream.readableEnded;
     let open = 2;
-    socket.on('error', (err) => {
-      if (!stream.destroyed) stream.destroy(err);
+    let cut: SpliceCut | undefined;
+    socket.on('error', (error) => {
+      cut ??= { by: 'socket', error };
+      if (!stream.destroyed) stream.destroy(error);
     });
-    stream.on('error', () => {
+    stream.on('error', (error) => {
+      cut ??= { by: 'stream', error };
       resetSocket(socket);
     });
     relay(socket, stream);
@@ -27,11 +39,11 @@ export function splice(socket: Socket, stream: Duplex): Promise<void> {
     const socketClosed = () => {
       // A socket that closed before both directions finished cut the stream short.
       if (!stream.destroyed && !bothWaysDone()) stream.destroy();
-      if (--open === 0) resolve();
+      if (--open === 0) resolve(cut);
     };
     const streamClosed = () => {
       if (!bothWaysDone()) resetSocket(socket);
-      if (--open === 0) resolve();
+      if (--open === 0) resolve(cut);
     };
     // A side that closed before the splice began emits no 'close' again.
     if (socket.closed) queueMicrotask(socketClosed);
