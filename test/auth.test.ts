@@ -208,4 +208,12 @@ describe('FailureLimiter', () => {
     assert.ok(performance.now() - started < 1000);
     await assert.rejects(limiter.wait(address, AbortSignal.abort()), { name: 'AbortError' });
   });
+
+  it('wait() given milliseconds gives up after that long, rejecting with AbortError', async () => {
+    const limiter = new FailureLimiter({ freeFailures: 1, maxDelayMs: 60_000, blockAfter: 1000 });
+    for (let i = 0; i < 30; i++) limiter.recordFailure(address);
+    const started = performance.now();
+    await assert.rejects(limiter.wait(address, 20), { name: 'AbortError' });
+    assert.ok(performance.now() - started < 1000);
+  });
 });

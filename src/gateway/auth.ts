@@ -134,10 +134,16 @@ export class FailureLimiter {
     return Math.min(this.#options.maxDelayMs, 100 * 2 ** Math.min(excess, 16));
   }
 
-  /** Waits out the penalty for `address`; the wait ends early (rejecting) when `signal` aborts. */
-  async wait(address: string, signal: AbortSignal): Promise<void> {
+  /**
+   * Waits out the penalty for `address`. The wait ends early (rejecting with an AbortError) when
+   * `stop` aborts or, given as milliseconds, once that long has passed; that timer is only made
+   * when there is a penalty, as most connections have none.
+   */
+  async wait(address: string, stop: AbortSignal | number): Promise<void> {
     const delay = this.delayFor(address);
-    if (delay > 0) await sleep(delay, undefined, { signal });
+    if (delay === 0) return;
+    const signal = typeof stop === 'number' ? AbortSignal.timeout(stop) : stop;
+    await sleep(delay, undefined, { signal });
   }
 
   recordFailure(address: string): void {

@@ -55,9 +55,7 @@ export class Socks5Listener {
         if (limiter.isBlocked(remote)) return null;
         // Counted as a failure until it succeeds, so parallel guesses are slowed down too.
         limiter.recordFailure(remote);
-        // An AbortSignal costs microseconds per connection: made only when there is a wait.
-        if (limiter.delayFor(remote) > 0)
-          await limiter.wait(remote, AbortSignal.timeout(handshakeTimeoutMs));
+        await limiter.wait(remote, handshakeTimeoutMs);
         const check = await authority.checkGroup(username, password, false);
         if (check !== 'ok') return null;
         limiter.recordSuccess(remote);
