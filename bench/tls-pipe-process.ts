@@ -23,28 +23,27 @@ export interface TlsPipeReady {
 
 const sockets = new Set<Socket>();
 
+/** Counts a socket as held until it closes; a socket that fails is destroyed. */
+function track(socket: Socket): Socket {
+  sockets.add(socket);
+  socket.once('close', () => sockets.delete(socket));
+  socket.on('error', () => socket.destroy());
+  return socket;
+}
+
 /**
  * Pipes two half-open sockets both ways: a FIN from one side ends the other's writing only (the
  * benchmark's download asks with a request and a FIN, then reads); an error destroys both.
  */
 function join(a: Socket, b: Socket): void {
-  for (const socket of [a, b]) {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-    socket.on('error', () => {
-      a.destroy();
-      b.destroy();
-    });
-  }
+  a.on('error', () => b.destroy());
+  b.on('error', () => a.destroy());
   a.pipe(b);
   b.pipe(a);
 }
 
 function serveFar(socket: Socket): void {
-  // Until its header arrives the socket is not joined yet, but it is already ours to close.
-  sockets.add(socket);
-  socket.once('close', () => sockets.delete(socket));
-  socket.on('error', () => socket.destroy());
+  track(socket);
   const onReadable = () => {
     const header = socket.read(2) as Buffer | null;
     if (!header) return;
@@ -55,7 +54,7 @@ function serveFar(socket: Socket): void {
       noDelay: true,
       allowHalfOpen: true,
     });
-    join(socket, target);
+    join(socket, track(target));
   };
   socket.on('readable', onReadable);
 }
@@ -90,7 +89,7 @@ void serveParent<TlsPipeReady>(async () => {
         servername: 'localhost',
       });
       far.setNoDelay(true);
-      join(socket, far);
+      join(track(socket), track(far));
     });
   }
   const port = await listen(server);
