@@ -12,6 +12,7 @@
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer, connect as tlsConnect } from 'node:tls';
 import { loadServerCertificate } from '../src/tls/certificates.js';
+import { tunnelServerTlsOptions } from '../src/tls/ciphers.js';
 import { serveParent } from './ipc.js';
 import { waitUntil } from './wait.js';
 
@@ -77,7 +78,7 @@ void serveParent<TlsPipeReady>(async () => {
     const identity = await loadServerCertificate({});
     cert = identity.cert;
     server = createTlsServer(
-      { cert: identity.cert, key: identity.key, allowHalfOpen: true },
+      { cert: identity.cert, key: identity.key, allowHalfOpen: true, ...tunnelServerTlsOptions() },
       serveFar,
     );
   } else {

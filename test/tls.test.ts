@@ -22,6 +22,7 @@ import {
   loadServerCertificate,
   type ServerCertificate,
 } from '../src/tls/certificates.js';
+import { tunnelCipherList } from '../src/tls/ciphers.js';
 import {
   type GatewayTrust,
   gatewayTrustFrom,
@@ -29,6 +30,7 @@ import {
   tlsOptionsFor,
   verifyPeer,
 } from '../src/tls/verify.js';
+import { startGateway } from './helpers/e2e.js';
 
 function isTlsError(err: unknown): boolean {
   return isPosternError(err, 'POSTERN_ERR_TLS');
@@ -431,5 +433,36 @@ describe('pinned fingerprint over a ws WebSocket', () => {
     assert.equal(outcome.opened, false);
     assert.equal(outcome.reply, undefined);
     assert.ok(!receivedByGateway.includes('secret-wrong-pin'));
+  });
+});
+
+describe('tunnel cipher choice', () => {
+  it('moves AES-128-GCM to the front and keeps every other cipher in order', () => {
+    assert.equal(
+      tunnelCipherList(
+        'TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:HIGH',
+      ),
+      'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:HIGH',
+    );
+  });
+
+  it('leaves a list without AES-128-GCM as it is', () => {
+    assert.equal(tunnelCipherList('TLS_AES_256_GCM_SHA384'), 'TLS_AES_256_GCM_SHA384');
+  });
+
+  it('a real gateway picks AES-128-GCM for a client that prefers AES-256-GCM', async () => {
+    const gateway = await startGateway();
+    let socket: TLSSocket | undefined;
+    try {
+      socket = await connectToLoopback(gateway.addresses.tunnel.port, {
+        rejectUnauthorized: false,
+        ciphers: 'TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256',
+      });
+      assert.equal(socket.getProtocol(), 'TLSv1.3');
+      assert.equal(socket.getCipher().name, 'TLS_AES_128_GCM_SHA256');
+    } finally {
+      socket?.destroy();
+      await gateway.close();
+    }
   });
 });

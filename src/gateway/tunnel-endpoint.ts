@@ -10,6 +10,7 @@ import { TUNNEL_PATH } from '../config/schema.js';
 import { PosternError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { ServerCertificate } from '../tls/certificates.js';
+import { tunnelServerTlsOptions } from '../tls/ciphers.js';
 import { encodeFrame } from '../tunnel/codec.js';
 import {
   CloseCode,
@@ -54,6 +55,7 @@ export class TunnelEndpoint {
     this.#server = createServer({
       cert: options.certificate.cert,
       key: options.certificate.key,
+      ...tunnelServerTlsOptions(),
       handshakeTimeout: options.handshakeTimeoutMs,
       // Node enforces headersTimeout only at this interval (30 s by default).
       connectionsCheckingInterval: Math.min(1_000, options.handshakeTimeoutMs),
