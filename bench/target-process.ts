@@ -2,17 +2,17 @@
  * Target servers on 127.0.0.1, in a process of their own:
  * - echo: returns every byte (round trips, connection rate, idle streams);
  * - source: reads an 8-byte length, sends that many payload bytes (0: until the peer leaves);
- * - sink: counts and CRCs everything until FIN, then answers with the digest.
+ * - sink: checks everything against the payload until FIN, then answers with the verdict.
  * Its `openStreams` is the number of sockets it holds, the baseline for idle-stream memory.
  */
 import { once } from 'node:events';
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
 import { serveParent } from './ipc.js';
 import {
-  Digest,
   decodeLength,
   ENDLESS,
-  encodeDigest,
+  encodeVerdict,
+  PayloadCheck,
   payloadChunk,
   writePayload,
 } from './payload.js';
@@ -52,9 +52,9 @@ function serveSource(socket: Socket): void {
 }
 
 function serveSink(socket: Socket): void {
-  const digest = new Digest();
-  socket.on('data', (chunk: Buffer) => digest.update(chunk));
-  socket.once('end', () => socket.end(encodeDigest(digest)));
+  const check = new PayloadCheck();
+  socket.on('data', (chunk: Buffer) => check.update(chunk));
+  socket.once('end', () => socket.end(encodeVerdict(check)));
 }
 
 async function listen(serve: (socket: Socket) => void): Promise<Server> {
