@@ -1,15 +1,19 @@
 /**
  * Workload 2, connection rate: for a fixed time, `parallel` workers each open a new connection
  * through the door, make one 64-byte request/response, end the connection and start over.
- * Connections per second = exchanges completed / time until the last one completed.
+ * Connections per second = exchanges completed / time until the last one completed. Besides the
+ * direct baseline, the same generator runs through a bare SOCKS5 relay
+ * (bench/socks5-relay-process.ts), the second baseline the SOCKS5 rows' notes compare with.
  */
 import type { Socket } from 'node:net';
 import { type Door, openDoor } from './doors.js';
 import { Echoer } from './exchange.js';
 import type { Endpoint } from './socks5-client.js';
 import { summarize } from './stats.js';
+import type { ProcessName } from './system.js';
 import type { Row } from './table.js';
 import {
+  type CpuRecord,
   doorsWithBaseline,
   endpoint,
   type Workload,
@@ -65,22 +69,43 @@ export async function connectionRate(
 
 const TARGETS: Record<number, string> = { 100: '≥ 3,000 /s' };
 
+/** A rate with the CPU each named process spent per completed connection, in microseconds. */
+interface MeasuredRate {
+  result: RateResult;
+  cpuMicros: Partial<Record<ProcessName, number>>;
+}
+
+function cpuPerConnection(record: CpuRecord, completed: number): MeasuredRate['cpuMicros'] {
+  const micros: MeasuredRate['cpuMicros'] = {};
+  for (const [name, share] of Object.entries(record.shares) as [ProcessName, number][]) {
+    micros[name] = ((share / 100) * record.seconds * 1e6) / Math.max(1, completed);
+  }
+  return micros;
+}
+
+function medianOf(values: readonly number[]): string {
+  return summarize(values).median.toFixed(0);
+}
+
 export const connectionsWorkload: Workload = {
   name: 'connections',
   async run(context: WorkloadContext): Promise<Row[]> {
     const { system, profile } = context;
     const echo = endpoint(system.echoTarget.ready.echoPort);
-    const doors = doorsWithBaseline(context);
-    const results = new Map<string, RateResult[]>();
+    const relay = { spec: system.socks5Relay, name: openDoor(system.socks5Relay).name };
+    const results = new Map<string, MeasuredRate[]>();
     for (let run = 1; run <= profile.runs; run++) {
       for (const parallel of profile.parallelism) {
-        for (const { spec, name } of doors) {
+        for (const { spec, name } of [...doorsWithBaseline(context), relay]) {
           const result = await withCpuRecord(context, `connections x${parallel}`, name, () =>
             connectionRate(openDoor(spec), echo, parallel, profile.connectionSeconds),
           );
+          // The relay is a baseline, not a door: its CPU is noted in its row, not analysed.
+          const record = spec === relay.spec ? context.cpu.pop()! : context.cpu.at(-1)!;
           await system.idle();
           const key = `${parallel} ${name}`;
-          results.set(key, [...(results.get(key) ?? []), result]);
+          const measured = { result, cpuMicros: cpuPerConnection(record, result.completed) };
+          results.set(key, [...(results.get(key) ?? []), measured]);
           context.progress(
             `connections x${parallel} ${name} run ${run}: ${result.perSecond.toFixed(0)}/s` +
               (result.failed > 0 ? ` (${result.failed} failed: ${result.firstFailure})` : ''),
@@ -89,12 +114,24 @@ export const connectionsWorkload: Workload = {
       }
     }
     const rows: Row[] = [];
-    const rate = (key: string) => summarize(results.get(key)!.map((result) => result.perSecond));
+    const runsOf = (key: string) => results.get(key)!;
+    const rate = (key: string) => summarize(runsOf(key).map(({ result }) => result.perSecond));
+    const cpu = (key: string, name: ProcessName) =>
+      medianOf(runsOf(key).map(({ cpuMicros }) => cpuMicros[name] ?? 0));
     for (const parallel of profile.parallelism) {
-      for (const { name } of doors.slice(1)) {
-        const runs = results.get(`${parallel} ${name}`)!;
+      const relayKey = `${parallel} ${relay.name}`;
+      const relayRate = rate(relayKey);
+      const relayFailed = runsOf(relayKey).reduce((sum, { result }) => sum + result.failed, 0);
+      for (const { name } of doorsWithBaseline(context).slice(1)) {
+        const key = `${parallel} ${name}`;
+        const runs = runsOf(key).map(({ result }) => result);
         const failed = runs.reduce((sum, result) => sum + result.failed, 0);
         const completed = runs.reduce((sum, result) => sum + result.completed, 0);
+        const againstRelay =
+          name === 'socks5'
+            ? `; bare SOCKS5 relay ${relayRate.median.toFixed(0)} /s, ${cpu(relayKey, 'socks5 relay')} µs` +
+              `${relayFailed > 0 ? ` (relay: ${relayFailed} FAILED)` : ''} (Postern ${(rate(key).median / relayRate.median).toFixed(2)}×)`
+            : '';
         rows.push({
           workload:
             parallel === 1
@@ -105,7 +142,10 @@ export const connectionsWorkload: Workload = {
           postern: rate(`${parallel} ${name}`),
           direct: rate(`${parallel} direct`),
           target: TARGETS[parallel] ?? null,
-          note: `${completed.toLocaleString('en-US')} exchanges${failed > 0 ? `, ${failed} FAILED` : ''}`,
+          note:
+            `${completed.toLocaleString('en-US')} exchanges${failed > 0 ? `, ${failed} FAILED` : ''}; ` +
+            `CPU per connection: gateway ${cpu(key, 'gateway')} µs, client ${cpu(key, 'client')} µs` +
+            againstRelay,
         });
       }
     }

@@ -13,10 +13,12 @@ export type DoorSpec =
   | { kind: 'socks5'; proxy: Socks5Proxy }
   | { kind: 'http-connect'; proxy: HttpProxy }
   /** Not a front door: the bare TLS relay of bench/tls-pipe-process.ts, a second baseline for bulk. */
-  | { kind: 'tls-pipe'; port: number };
+  | { kind: 'tls-pipe'; port: number }
+  /** Not a front door: the bare SOCKS5 relay of bench/socks5-relay-process.ts, a second baseline for connection rates. */
+  | { kind: 'socks5-relay'; proxy: Socks5Proxy };
 
 export interface Door {
-  /** Short name used in the table: `direct`, `socks5`, `http-connect` (and `tls-pipe`). */
+  /** Short name used in the table: `direct`, `socks5`, `http-connect` (and the baselines `tls-pipe`, `socks5-relay`). */
   readonly name: string;
   /** Resolves with a socket connected to `target`, ready for data. */
   connect(target: Endpoint): Promise<Socket>;
@@ -35,19 +37,18 @@ export const BENCH_GROUP = { id: 'bench', password: 'bench-secret' } as const;
 
 export const DIRECT: DoorSpec = { kind: 'direct' };
 
+/** A SOCKS5 or HTTP proxy on loopback `port` that takes the benchmark's credentials. */
+export function benchProxy(port: number): Socks5Proxy & HttpProxy {
+  return { host: '127.0.0.1', port, username: BENCH_GROUP.id, password: BENCH_GROUP.password };
+}
+
 /** Every front door the running gateway offers, each measured against DIRECT. */
 export function proxiedDoors(gateway: GatewayReady): DoorSpec[] {
   const doors: DoorSpec[] = [];
-  const proxy = (port: number) => ({
-    host: '127.0.0.1',
-    port,
-    username: BENCH_GROUP.id,
-    password: BENCH_GROUP.password,
-  });
   if (gateway.socks5Port !== undefined)
-    doors.push({ kind: 'socks5', proxy: proxy(gateway.socks5Port) });
+    doors.push({ kind: 'socks5', proxy: benchProxy(gateway.socks5Port) });
   if (gateway.httpPort !== undefined) {
-    doors.push({ kind: 'http-connect', proxy: proxy(gateway.httpPort) });
+    doors.push({ kind: 'http-connect', proxy: benchProxy(gateway.httpPort) });
   }
   return doors;
 }
@@ -82,5 +83,7 @@ export function openDoor(spec: DoorSpec): Door {
       return { name: 'http-connect', connect: (target) => httpConnect(spec.proxy, target) };
     case 'tls-pipe':
       return { name: 'tls-pipe', connect: (target) => connectTlsPipe(spec.port, target) };
+    case 'socks5-relay':
+      return { name: 'socks5-relay', connect: (target) => socks5Connect(spec.proxy, target) };
   }
 }

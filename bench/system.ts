@@ -7,8 +7,9 @@
 import { cpus } from 'node:os';
 import { POSTERN_NODE_FLAGS } from '../src/node-flags.js';
 import type { ClientReady } from './client-process.js';
-import { type DoorSpec, type GatewayReady, proxiedDoors } from './doors.js';
+import { benchProxy, type DoorSpec, type GatewayReady, proxiedDoors } from './doors.js';
 import { BenchProcess, ownStats, type ProcessStats } from './ipc.js';
+import type { Socks5RelayReady } from './socks5-relay-process.js';
 import type { TargetReady } from './target-process.js';
 import type { TlsPipeReady } from './tls-pipe-process.js';
 
@@ -18,7 +19,8 @@ export type ProcessName =
   | 'client'
   | 'bulk target'
   | 'echo target'
-  | 'load';
+  | 'load'
+  | 'socks5 relay';
 
 export interface SystemOptions {
   /** When set, gateway and client run with `--cpu-prof` and write their profiles here. */
@@ -49,6 +51,8 @@ export class BenchSystem {
   readonly load: BenchProcess<unknown>;
   /** The bare TLS pipe's two ends; `tlsPipe` is the door into it. */
   readonly tlsPipeEnds: [BenchProcess<TlsPipeReady>, BenchProcess<TlsPipeReady>];
+  /** The bare SOCKS5 relay; `socks5Relay` is the door into it. */
+  readonly socks5RelayProcess: BenchProcess<Socks5RelayReady>;
   #gateway: BenchProcess<GatewayReady>;
   #client: BenchProcess<ClientReady>;
   #options: SystemOptions;
@@ -59,12 +63,14 @@ export class BenchSystem {
       echoTarget: BenchProcess<TargetReady>;
       load: BenchProcess<unknown>;
       tlsPipeEnds: [BenchProcess<TlsPipeReady>, BenchProcess<TlsPipeReady>];
+      socks5RelayProcess: BenchProcess<Socks5RelayReady>;
       gateway: BenchProcess<GatewayReady>;
       client: BenchProcess<ClientReady>;
     },
     options: SystemOptions,
   ) {
     this.tlsPipeEnds = parts.tlsPipeEnds;
+    this.socks5RelayProcess = parts.socks5RelayProcess;
     this.bulkTarget = parts.bulkTarget;
     this.echoTarget = parts.echoTarget;
     this.load = parts.load;
@@ -98,9 +104,22 @@ export class BenchSystem {
           execArgv: [...POSTERN_NODE_FLAGS],
         }),
       );
+      const socks5RelayProcess = await track(
+        BenchProcess.start<Socks5RelayReady>('socks5 relay', './socks5-relay-process.js', {
+          execArgv: [...POSTERN_NODE_FLAGS],
+        }),
+      );
       const { gateway, client } = await startTunnel(options);
       return new BenchSystem(
-        { bulkTarget, echoTarget, load, tlsPipeEnds: [near, far], gateway, client },
+        {
+          bulkTarget,
+          echoTarget,
+          load,
+          tlsPipeEnds: [near, far],
+          socks5RelayProcess,
+          gateway,
+          client,
+        },
         options,
       );
     } catch (error) {
@@ -127,6 +146,11 @@ export class BenchSystem {
     return { kind: 'tls-pipe', port: this.tlsPipeEnds[0].ready.port };
   }
 
+  /** The way into the bare SOCKS5 relay. */
+  get socks5Relay(): DoorSpec {
+    return { kind: 'socks5-relay', proxy: benchProxy(this.socks5RelayProcess.ready.port) };
+  }
+
   /** Replaces gateway and client with fresh processes (for memory figures that start clean). */
   async restartTunnel(): Promise<void> {
     await this.#client.close();
@@ -144,6 +168,7 @@ export class BenchSystem {
       this.bulkTarget.request('idle'),
       this.echoTarget.request('idle'),
       ...this.tlsPipeEnds.map((end) => end.request('idle')),
+      this.socks5RelayProcess.request('idle'),
     ]);
   }
 
@@ -154,6 +179,7 @@ export class BenchSystem {
       ['bulk target', this.bulkTarget],
       ['echo target', this.echoTarget],
       ['load', this.load],
+      ['socks5 relay', this.socks5RelayProcess],
     ];
     const stats = await Promise.all(named.map(([, child]) => child.stats(gc)));
     const byName = new Map<ProcessName, ProcessStats>(
@@ -171,6 +197,7 @@ export class BenchSystem {
       this.echoTarget.close(),
       this.load.close(),
       ...this.tlsPipeEnds.map((end) => end.close()),
+      this.socks5RelayProcess.close(),
     ]);
   }
 }

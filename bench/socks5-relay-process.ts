@@ -1,0 +1,140 @@
+/**
+ * A second baseline for the connection rate: the least a Node SOCKS5 proxy can do for one new
+ * connection. One process accepts the user, answers the greeting, checks the username and
+ * password (RFC 1929) and the CONNECT request, dials the target itself and pipes both ways. No
+ * tunnel, no TLS, no second process, no policy, no logging: the same two sockets per connection
+ * that Postern's gateway and client hold between them, and the same round trips for the user.
+ * What Postern's connection rates are set against besides the direct baseline.
+ *
+ * It serves the benchmark's own generator, so it understands what that sends (one method
+ * offered, IPv4 or domain targets) and refuses anything else by closing the connection.
+ */
+import { connect, createServer, type Socket } from 'node:net';
+import { BENCH_GROUP } from './doors.js';
+import { serveParent } from './ipc.js';
+import { waitUntil } from './wait.js';
+
+export interface Socks5RelayReady {
+  port: number;
+}
+
+type Step = 'greeting' | 'auth' | 'request';
+
+const CHOOSE_PASSWORD = Buffer.from([5, 2]);
+const AUTH_OK = Buffer.from([1, 0]);
+const CONNECTED = Buffer.from([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+
+const sockets = new Set<Socket>();
+
+function track(socket: Socket): Socket {
+  sockets.add(socket);
+  socket.once('close', () => sockets.delete(socket));
+  socket.on('error', () => socket.destroy());
+  return socket;
+}
+
+/** Length of the `step` message at the front of `buffer`; 0 while incomplete. */
+function messageLength(step: Step, buffer: Buffer): number {
+  const at = (index: number) => (index < buffer.length ? buffer[index]! : -1);
+  let length: number;
+  switch (step) {
+    case 'greeting':
+      length = at(1) < 0 ? Infinity : 2 + at(1);
+      break;
+    case 'auth': {
+      const password = at(2 + at(1));
+      length = at(1) < 0 || password < 0 ? Infinity : 3 + at(1) + password;
+      break;
+    }
+    case 'request':
+      length = at(3) === 1 ? 10 : at(3) === 3 && at(4) >= 0 ? 7 + at(4) : Infinity;
+      break;
+  }
+  return buffer.length >= length ? length : 0;
+}
+
+function targetOf(request: Buffer): { host: string; port: number } {
+  const port = request.readUInt16BE(request.length - 2);
+  const host =
+    request[3] === 1
+      ? request.subarray(4, 8).join('.')
+      : request.subarray(5, request.length - 2).toString('latin1');
+  return { host, port };
+}
+
+function credentialsMatch(auth: Buffer): boolean {
+  const userLength = auth[1]!;
+  const user = auth.subarray(2, 2 + userLength).toString('utf8');
+  const password = auth.subarray(3 + userLength).toString('utf8');
+  return user === BENCH_GROUP.id && password === BENCH_GROUP.password;
+}
+
+function serve(user: Socket): void {
+  track(user);
+  let step: Step = 'greeting';
+  let received: Buffer = Buffer.alloc(0);
+  const onData = (data: Buffer) => {
+    received = received.length === 0 ? data : Buffer.concat([received, data]);
+    const length = messageLength(step, received);
+    if (length === 0) return;
+    const message = received.subarray(0, length);
+    received = received.subarray(length);
+    if (step === 'greeting') {
+      if (message[0] !== 5 || !message.subarray(2).includes(2)) {
+        user.destroy();
+        return;
+      }
+      user.write(CHOOSE_PASSWORD);
+      step = 'auth';
+    } else if (step === 'auth') {
+      if (!credentialsMatch(message)) {
+        user.end(Buffer.from([1, 1]));
+        return;
+      }
+      user.write(AUTH_OK);
+      step = 'request';
+    } else {
+      if (message[1] !== 1) {
+        user.destroy();
+        return;
+      }
+      user.off('data', onData);
+      user.pause();
+      dial(user, targetOf(message), received);
+    }
+  };
+  user.on('data', onData);
+}
+
+function dial(user: Socket, target: { host: string; port: number }, early: Buffer): void {
+  const far = track(connect({ ...target, noDelay: true, allowHalfOpen: true }));
+  far.once('connect', () => {
+    user.write(CONNECTED);
+    if (early.length > 0) far.write(early);
+    user.on('error', () => far.destroy());
+    far.on('error', () => user.destroy());
+    user.pipe(far);
+    far.pipe(user);
+  });
+  far.once('error', () => user.destroy());
+}
+
+void serveParent<Socks5RelayReady>(async () => {
+  const server = createServer({ noDelay: true, allowHalfOpen: true }, serve);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host: '127.0.0.1', port: 0, backlog: 4096 }, resolve);
+  });
+  const address = server.address();
+  return {
+    ready: { port: typeof address === 'object' && address ? address.port : 0 },
+    openStreams: () => sockets.size,
+    handlers: {
+      idle: () => waitUntil(() => sockets.size === 0, 'the SOCKS5 relay to close its sockets'),
+    },
+    async close() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+});
