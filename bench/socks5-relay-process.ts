@@ -11,8 +11,8 @@
  */
 import { connect, createServer, type Socket } from 'node:net';
 import { BENCH_GROUP } from './doors.js';
+import { HeldSockets } from './held-sockets.js';
 import { serveParent } from './ipc.js';
-import { waitUntil } from './wait.js';
 
 export interface Socks5RelayReady {
   port: number;
@@ -24,14 +24,7 @@ const CHOOSE_PASSWORD = Buffer.from([5, 2]);
 const AUTH_OK = Buffer.from([1, 0]);
 const CONNECTED = Buffer.from([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
 
-const sockets = new Set<Socket>();
-
-function track(socket: Socket): Socket {
-  sockets.add(socket);
-  socket.once('close', () => sockets.delete(socket));
-  socket.on('error', () => socket.destroy());
-  return socket;
-}
+const sockets = new HeldSockets();
 
 /** Length of the `step` message at the front of `buffer`; 0 while incomplete. */
 function messageLength(step: Step, buffer: Buffer): number {
@@ -70,7 +63,7 @@ function credentialsMatch(auth: Buffer): boolean {
 }
 
 function serve(user: Socket): void {
-  track(user);
+  sockets.track(user);
   let step: Step = 'greeting';
   let received: Buffer = Buffer.alloc(0);
   const onData = (data: Buffer) => {
@@ -107,7 +100,7 @@ function serve(user: Socket): void {
 }
 
 function dial(user: Socket, target: { host: string; port: number }, early: Buffer): void {
-  const far = track(connect({ ...target, noDelay: true, allowHalfOpen: true }));
+  const far = sockets.track(connect({ ...target, noDelay: true, allowHalfOpen: true }));
   far.once('connect', () => {
     user.write(CONNECTED);
     if (early.length > 0) far.write(early);
@@ -130,10 +123,10 @@ void serveParent<Socks5RelayReady>(async () => {
     ready: { port: typeof address === 'object' && address ? address.port : 0 },
     openStreams: () => sockets.size,
     handlers: {
-      idle: () => waitUntil(() => sockets.size === 0, 'the SOCKS5 relay to close its sockets'),
+      idle: () => sockets.idle('the SOCKS5 relay to close its sockets'),
     },
     async close() {
-      for (const socket of sockets) socket.destroy();
+      sockets.destroyAll();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };

@@ -7,6 +7,7 @@
  */
 import { once } from 'node:events';
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
+import { HeldSockets } from './held-sockets.js';
 import { serveParent } from './ipc.js';
 import {
   decodeLength,
@@ -16,7 +17,6 @@ import {
   payloadChunk,
   writePayload,
 } from './payload.js';
-import { waitUntil } from './wait.js';
 
 export interface TargetReady {
   echoPort: number;
@@ -24,15 +24,7 @@ export interface TargetReady {
   sinkPort: number;
 }
 
-const sockets = new Set<Socket>();
-
-function track(socket: Socket): void {
-  sockets.add(socket);
-  socket.setNoDelay(true);
-  socket.once('close', () => sockets.delete(socket));
-  // A peer that resets is part of the job (the endless source is stopped that way).
-  socket.on('error', () => socket.destroy());
-}
+const sockets = new HeldSockets();
 
 function serveEcho(socket: Socket): void {
   socket.pipe(socket);
@@ -59,7 +51,7 @@ function serveSink(socket: Socket): void {
 
 async function listen(serve: (socket: Socket) => void): Promise<Server> {
   const server = createServer({ allowHalfOpen: true }, (socket) => {
-    track(socket);
+    sockets.track(socket).setNoDelay(true);
     serve(socket);
   });
   server.listen({ host: '127.0.0.1', port: 0, backlog: 4096 });
@@ -80,15 +72,15 @@ void serveParent<TargetReady>(async () => {
     ready: { echoPort: portOf(echo), sourcePort: portOf(source), sinkPort: portOf(sink) },
     openStreams: () => sockets.size,
     handlers: {
-      idle: () => waitUntil(() => sockets.size === 0, 'the targets to close their sockets'),
+      idle: () => sockets.idle('the targets to close their sockets'),
       /** Connections the kernel accepted may not have reached this process yet. */
       holding: (body) => {
         const { count } = body as { count: number };
-        return waitUntil(() => sockets.size >= count, `the targets to hold ${count} sockets`);
+        return sockets.holding(count, `the targets to hold ${count} sockets`);
       },
     },
     async close() {
-      for (const socket of sockets) socket.destroy();
+      sockets.destroyAll();
       await Promise.all(
         servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))),
       );

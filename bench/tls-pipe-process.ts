@@ -13,8 +13,8 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer, connect as tlsConnect } from 'node:tls';
 import { loadServerCertificate } from '../src/tls/certificates.js';
 import { tunnelServerTlsOptions } from '../src/tls/ciphers.js';
+import { HeldSockets } from './held-sockets.js';
 import { serveParent } from './ipc.js';
-import { waitUntil } from './wait.js';
 
 export interface TlsPipeReady {
   port: number;
@@ -22,15 +22,7 @@ export interface TlsPipeReady {
   cert: string;
 }
 
-const sockets = new Set<Socket>();
-
-/** Counts a socket as held until it closes; a socket that fails is destroyed. */
-function track(socket: Socket): Socket {
-  sockets.add(socket);
-  socket.once('close', () => sockets.delete(socket));
-  socket.on('error', () => socket.destroy());
-  return socket;
-}
+const sockets = new HeldSockets();
 
 /**
  * Pipes two half-open sockets both ways: a FIN from one side ends the other's writing only (the
@@ -44,7 +36,7 @@ function join(a: Socket, b: Socket): void {
 }
 
 function serveFar(socket: Socket): void {
-  track(socket);
+  sockets.track(socket);
   const onReadable = () => {
     const header = socket.read(2) as Buffer | null;
     if (!header) return;
@@ -55,7 +47,7 @@ function serveFar(socket: Socket): void {
       noDelay: true,
       allowHalfOpen: true,
     });
-    join(socket, track(target));
+    join(socket, sockets.track(target));
   };
   socket.on('readable', onReadable);
 }
@@ -90,7 +82,7 @@ void serveParent<TlsPipeReady>(async () => {
         servername: 'localhost',
       });
       far.setNoDelay(true);
-      join(track(socket), track(far));
+      join(sockets.track(socket), sockets.track(far));
     });
   }
   const port = await listen(server);
@@ -98,11 +90,10 @@ void serveParent<TlsPipeReady>(async () => {
     ready: { port, cert },
     openStreams: () => sockets.size,
     handlers: {
-      idle: () =>
-        waitUntil(() => sockets.size === 0, `the TLS pipe (${role}) to close its sockets`),
+      idle: () => sockets.idle(`the TLS pipe (${role}) to close its sockets`),
     },
     async close() {
-      for (const socket of sockets) socket.destroy();
+      sockets.destroyAll();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
