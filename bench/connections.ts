@@ -16,9 +16,9 @@ import {
   type CpuRecord,
   doorsWithBaseline,
   endpoint,
+  measureCpu,
   type Workload,
   type WorkloadContext,
-  withCpuRecord,
 } from './workload.js';
 
 export interface RateResult {
@@ -97,11 +97,14 @@ export const connectionsWorkload: Workload = {
     for (let run = 1; run <= profile.runs; run++) {
       for (const parallel of profile.parallelism) {
         for (const { spec, name } of [...doorsWithBaseline(context), relay]) {
-          const result = await withCpuRecord(context, `connections x${parallel}`, name, () =>
-            connectionRate(openDoor(spec), echo, parallel, profile.connectionSeconds),
+          const { result, record } = await measureCpu(
+            context,
+            `connections x${parallel}`,
+            name,
+            () => connectionRate(openDoor(spec), echo, parallel, profile.connectionSeconds),
           );
-          // The relay is a baseline, not a door: its CPU is noted in its row, not analysed.
-          const record = spec === relay.spec ? context.cpu.pop()! : context.cpu.at(-1)!;
+          // The relay is a baseline, not a door: its CPU goes into its note, not the analysis.
+          if (spec !== relay.spec) context.cpu.push(record);
           await system.idle();
           const key = `${parallel} ${name}`;
           const measured = { result, cpuMicros: cpuPerConnection(record, result.completed) };

@@ -14,11 +14,17 @@ export type DoorSpec =
   | { kind: 'http-connect'; proxy: HttpProxy }
   /** Not a front door: the bare TLS relay of bench/tls-pipe-process.ts, a second baseline for bulk. */
   | { kind: 'tls-pipe'; port: number }
-  /** Not a front door: the bare SOCKS5 relay of bench/socks5-relay-process.ts, a second baseline for connection rates. */
+  /**
+   * Not a front door: the bare SOCKS5 relay of bench/socks5-relay-process.ts, a second baseline
+   * for connection rates.
+   */
   | { kind: 'socks5-relay'; proxy: Socks5Proxy };
 
 export interface Door {
-  /** Short name used in the table: `direct`, `socks5`, `http-connect` (and the baselines `tls-pipe`, `socks5-relay`). */
+  /**
+   * Short name used in the table: `direct`, `socks5`, `http-connect` (and the baselines
+   * `tls-pipe`, `socks5-relay`).
+   */
   readonly name: string;
   /** Resolves with a socket connected to `target`, ready for data. */
   connect(target: Endpoint): Promise<Socket>;

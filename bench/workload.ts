@@ -85,22 +85,34 @@ export function endpoint(port: number): Endpoint {
   return { host: '127.0.0.1', port };
 }
 
-/** Runs `timed` between two snapshots and records each process's CPU share under `workload`. */
+/** Runs `timed` between two snapshots; returns its result and each process's CPU share meanwhile. */
+export async function measureCpu<T>(
+  context: WorkloadContext,
+  workload: string,
+  door: string,
+  timed: () => Promise<T>,
+): Promise<{ result: T; record: CpuRecord }> {
+  const before = await context.system.snapshot();
+  const result = await timed();
+  const after = await context.system.snapshot();
+  const record = {
+    workload,
+    door,
+    seconds: (after.at - before.at) / 1000,
+    shares: Object.fromEntries(cpuShares(before, after)),
+    machine: machineShare(before, after),
+  };
+  return { result, record };
+}
+
+/** `measureCpu`, keeping the record for the multi-core analysis and the generator check. */
 export async function withCpuRecord<T>(
   context: WorkloadContext,
   workload: string,
   door: string,
   timed: () => Promise<T>,
 ): Promise<T> {
-  const before = await context.system.snapshot();
-  const result = await timed();
-  const after = await context.system.snapshot();
-  context.cpu.push({
-    workload,
-    door,
-    seconds: (after.at - before.at) / 1000,
-    shares: Object.fromEntries(cpuShares(before, after)),
-    machine: machineShare(before, after),
-  });
+  const { result, record } = await measureCpu(context, workload, door, timed);
+  context.cpu.push(record);
   return result;
 }
