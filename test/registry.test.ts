@@ -146,12 +146,17 @@ describe('SessionRegistry.add', () => {
     const [first, second] = await Promise.all([peer(t), peer(t)]);
     const registry = new SessionRegistry();
     let changes = 0;
-    registry.on('change', () => changes++);
+    const groupSeen: boolean[] = [];
+    registry.on('change', () => {
+      changes++;
+      groupSeen.push(registry.hasGroup('g'));
+    });
     const previous = entry(first, 'c1');
     assert.equal(registry.add(previous), undefined);
     assert.equal(changes, 1);
     assert.equal(registry.add(entry(second, 'c1')), previous);
-    assert.ok(changes > 1, 'replacing is a change');
+    assert.equal(changes, 2, 'replacing is one change, not a removal and an addition');
+    assert.deepEqual(groupSeen, [true, true], 'no listener sees the group empty in between');
     const changesAfterReplace = changes;
     assert.equal(registry.size, 1);
     for (let i = 0; i < 20; i++) assert.equal(registry.pick('g'), second.gateway);

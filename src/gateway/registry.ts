@@ -24,13 +24,14 @@ export class SessionRegistry extends EventEmitter {
 
   /**
    * Adds an authenticated session. A session of the same client replica is replaced: it is
-   * removed from routing at once and returned so its owner can close it.
+   * removed from routing at once and returned so its owner can close it. Either way listeners
+   * hear one 'change', after the registry holds the new session.
    */
   add(entry: ClientSession): ClientSession | undefined {
     if (entry.session.state === 'closed') return undefined;
     const key = replicaKey(entry);
     const previous = this.#byReplica.get(key);
-    if (previous) this.#remove(previous);
+    if (previous) this.#remove(previous, false);
     this.#byReplica.set(key, entry);
     let group = this.#byGroup.get(entry.groupId);
     if (!group) {
@@ -112,13 +113,14 @@ export class SessionRegistry extends EventEmitter {
     }
   }
 
-  #remove(entry: ClientSession): void {
+  /** Drops `entry` from routing; `announce` is false when `add` announces the change itself. */
+  #remove(entry: ClientSession, announce = true): void {
     const key = replicaKey(entry);
     if (this.#byReplica.get(key) === entry) this.#byReplica.delete(key);
     const group = this.#byGroup.get(entry.groupId);
     if (!group?.delete(entry)) return;
     if (group.size === 0) this.#byGroup.delete(entry.groupId);
-    this.emit('change');
+    if (announce) this.emit('change');
   }
 }
 
