@@ -2,6 +2,7 @@ import net from 'node:net';
 import { isPosternError, PosternError } from '../errors.js';
 import { Cancellation, type CancelSignal } from '../tunnel/cancellation.js';
 import { Reason } from '../tunnel/constants.js';
+import type { DirectReader } from '../tunnel/direct-read.js';
 import type { AccessPolicy, LookupFunction, ResolvedAddress } from './policy.js';
 
 export interface DialOptions {
@@ -12,6 +13,8 @@ export interface DialOptions {
   cancellation?: CancelSignal;
   /** Resolver for the policy check; `dns.promises.lookup` by default. */
   lookup?: LookupFunction;
+  /** The socket reads through this reader (`onread`) instead of emitting 'data'. */
+  reader?: DirectReader;
 }
 
 /** Connect errors the user should hear about precisely; anything else is INTERNAL_ERROR. */
@@ -63,7 +66,7 @@ export async function dial(host: string, port: number, options: DialOptions): Pr
         cause: decision.cause,
       });
     }
-    return await connectToFirst(target, decision.addresses, port, stop);
+    return await connectToFirst(target, decision.addresses, port, stop, options.reader);
   } catch (err) {
     if (isPosternError(err, 'POSTERN_ERR_OPEN_FAILED')) throw err;
     throw new PosternError('POSTERN_ERR_OPEN_FAILED', `dial ${target} failed: ${String(err)}`, {
@@ -93,11 +96,12 @@ async function connectToFirst(
   addresses: readonly ResolvedAddress[],
   port: number,
   stop: CancelSignal,
+  reader: DirectReader | undefined,
 ): Promise<net.Socket> {
   const failures: NodeJS.ErrnoException[] = [];
   for (const { address } of addresses) {
     try {
-      return await connectOnce(address, port, stop);
+      return await connectOnce(address, port, stop, reader);
     } catch (err) {
       if (stop.cancelled) throw err;
       failures.push(err as NodeJS.ErrnoException);
@@ -128,13 +132,18 @@ function connectFailure(
 }
 
 /** One TCP connect to an IP address (so no lookup happens); rejects when `stop` is cancelled. */
-function connectOnce(address: string, port: number, stop: CancelSignal): Promise<net.Socket> {
+function connectOnce(
+  address: string,
+  port: number,
+  stop: CancelSignal,
+  reader: DirectReader | undefined,
+): Promise<net.Socket> {
   return new Promise<net.Socket>((resolve, reject) => {
     if (stop.reason) {
       reject(stop.reason);
       return;
     }
-    const socket = net.connect({ host: address, port });
+    const socket = net.connect({ host: address, port, ...(reader && { onread: reader.onread }) });
     const detach = (): void => {
       socket.off('connect', onConnect);
       socket.off('error', onError);

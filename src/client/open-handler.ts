@@ -5,6 +5,7 @@
 import { isPosternError } from '../errors.js';
 import { deferredChild, type Log } from '../observability/logger.js';
 import { Reason, reasonName, StreamKind } from '../tunnel/constants.js';
+import { DirectReader } from '../tunnel/direct-read.js';
 import type { IncomingOpen } from '../tunnel/session.js';
 import { splice } from '../tunnel/splice.js';
 import { dial } from './dialer.js';
@@ -23,12 +24,15 @@ export async function handleOpen(open: IncomingOpen, options: OpenHandlerOptions
     open.reject(Reason.UNSUPPORTED, 'only TCP streams are supported by this client');
     return;
   }
+  // The target's bytes go into DATA frames straight from a shared read buffer (direct-read.ts).
+  const reader = new DirectReader();
   let socket: Awaited<ReturnType<typeof dial>>;
   try {
     socket = await dial(host, port, {
       policy: options.policy,
       timeoutMs: options.dialTimeoutMs,
       cancellation: open.cancellation,
+      reader,
     });
   } catch (err) {
     const reason =
@@ -48,5 +52,5 @@ export async function handleOpen(open: IncomingOpen, options: OpenHandlerOptions
   const stream = open.accept();
   log.debug('stream open');
   // Not awaited: this function's frame (and `open`) need not live as long as the relay.
-  return splice(socket, stream).then(() => log.debug('stream closed'));
+  return splice(socket, stream, reader).then(() => log.debug('stream closed'));
 }

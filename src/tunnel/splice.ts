@@ -10,6 +10,7 @@
 import type { Socket } from 'node:net';
 import type { Duplex, Readable, Writable } from 'node:stream';
 import { TLSSocket } from 'node:tls';
+import type { BorrowingWritable, DirectReader } from './direct-read.js';
 
 /** Which side failed first; the other side's error, if any, is the echo of it. */
 export interface SpliceCut {
@@ -19,9 +20,20 @@ export interface SpliceCut {
 
 /**
  * Resolves once both the socket and the stream have closed, with the first failure (undefined
- * when neither side failed). Never rejects.
+ * when neither side failed). Never rejects. A socket made with a DirectReader's `onread` is
+ * read through that reader, into `stream.writeBorrowed`.
  */
-export function splice(socket: Socket, stream: Duplex): Promise<SpliceCut | undefined> {
+export function splice(socket: Socket, stream: Duplex): Promise<SpliceCut | undefined>;
+export function splice(
+  socket: Socket,
+  stream: Duplex & BorrowingWritable,
+  reader: DirectReader,
+): Promise<SpliceCut | undefined>;
+export function splice(
+  socket: Socket,
+  stream: Duplex,
+  reader?: DirectReader,
+): Promise<SpliceCut | undefined> {
   return new Promise((resolve) => {
     const bothWaysDone = () => stream.writableEnded && stream.readableEnded;
     let open = 2;
@@ -34,7 +46,9 @@ export function splice(socket: Socket, stream: Duplex): Promise<SpliceCut | unde
       cut ??= { by: 'stream', error };
       resetSocket(socket);
     });
-    relay(socket, stream);
+    // The overloads only take a reader together with a BorrowingWritable stream.
+    if (reader) reader.relay(socket, stream as Duplex & BorrowingWritable);
+    else relay(socket, stream);
     relay(stream, socket);
     const socketClosed = () => {
       // A socket that closed before both directions finished cut the stream short.

@@ -153,20 +153,23 @@ export class TunnelStream extends Duplex {
   resumeSending(): void {
     const pending = this.#pending;
     if (!pending || this.destroyed) return;
-    while (pending.offset < pending.chunk.length) {
-      if (this.#sendCredit === 0) return;
-      if (!this.#host.reserveSend(this)) return;
-      const size = Math.min(
-        pending.chunk.length - pending.offset,
-        this.#sendCredit,
-        MAX_DATA_PAYLOAD,
-      );
-      this.#host.sendData(this.id, pending.chunk.subarray(pending.offset, pending.offset + size));
-      pending.offset += size;
-      this.#sendCredit -= size;
-    }
+    pending.offset = this.#sendWhileAllowed(pending.chunk, pending.offset);
+    if (pending.offset < pending.chunk.length) return;
     this.#pending = null;
     pending.callback();
+  }
+
+  /**
+   * `write()` for bytes the caller reuses as soon as this returns (a socket's shared read buffer,
+   * see direct-read.ts). While nothing is queued, what send credit and the transport allow is
+   * framed at once, which copies it; the rest is copied and queued as by `write()`.
+   */
+  writeBorrowed(data: Buffer): boolean {
+    if (this.writableLength > 0 || this.#pending || this.destroyed || this.writableEnded) {
+      return this.write(Buffer.from(data));
+    }
+    const offset = this.#sendWhileAllowed(data, 0);
+    return offset === data.length || this.write(Buffer.from(data.subarray(offset)));
   }
 
   // ---- Duplex implementation -------------------------------------------------------------
@@ -207,6 +210,20 @@ export class TunnelStream extends Duplex {
     this.#host.release(this);
     pending?.callback(error ?? new PosternError('POSTERN_ERR_STREAM_RESET', 'stream destroyed'));
     callback(error);
+  }
+
+  /**
+   * Frames `chunk` from `offset` on while send credit and the transport allow (the frames copy
+   * it); returns how far it got.
+   */
+  #sendWhileAllowed(chunk: Buffer, offset: number): number {
+    while (offset < chunk.length && this.#sendCredit > 0 && this.#host.reserveSend(this)) {
+      const size = Math.min(chunk.length - offset, this.#sendCredit, MAX_DATA_PAYLOAD);
+      this.#host.sendData(this.id, chunk.subarray(offset, offset + size));
+      offset += size;
+      this.#sendCredit -= size;
+    }
+    return offset;
   }
 
   #deliver(): void {
