@@ -1,9 +1,9 @@
 /**
  * Workload 1, bulk throughput: one download (target → user) and one upload (user → target) of
  * `bulkBytes`, each through every door and directly. The receiver counts the bytes and compares
- * each with the byte sent at its offset; a transfer counts as intact only if all match. Each run also moves the
- * same bytes through a bare TLS relay (bench/tls-pipe-process.ts), the second baseline the notes
- * give.
+ * each with the byte sent at its offset; a transfer counts as intact only if all match. Each run
+ * also moves the same bytes through a bare TLS relay (bench/tls-pipe-process.ts), the second
+ * baseline the notes give.
  */
 import type { Socket } from 'node:net';
 import { type Door, openDoor } from './doors.js';

@@ -87,6 +87,18 @@ function medianOf(values: readonly number[]): string {
   return summarize(values).median.toFixed(0);
 }
 
+/** The SOCKS5 rows' comparison with the bare SOCKS5 relay measured in the same runs. */
+function relayNote(
+  relayRate: number,
+  relayCpu: string,
+  failed: number,
+  posternRate: number,
+): string {
+  const failures = failed > 0 ? ` (relay: ${failed} FAILED)` : '';
+  const rate = Math.round(relayRate).toLocaleString('en-US');
+  return `bare SOCKS5 relay ${rate} /s, ${relayCpu} µs${failures} (Postern ${(posternRate / relayRate).toFixed(2)}×)`;
+}
+
 export const connectionsWorkload: Workload = {
   name: 'connections',
   async run(context: WorkloadContext): Promise<Row[]> {
@@ -132,8 +144,7 @@ export const connectionsWorkload: Workload = {
         const completed = runs.reduce((sum, result) => sum + result.completed, 0);
         const againstRelay =
           name === 'socks5'
-            ? `; bare SOCKS5 relay ${relayRate.median.toFixed(0)} /s, ${cpu(relayKey, 'socks5 relay')} µs` +
-              `${relayFailed > 0 ? ` (relay: ${relayFailed} FAILED)` : ''} (Postern ${(rate(key).median / relayRate.median).toFixed(2)}×)`
+            ? `; ${relayNote(relayRate.median, cpu(relayKey, 'socks5 relay'), relayFailed, rate(key).median)}`
             : '';
         rows.push({
           workload:

@@ -14,7 +14,7 @@ import { inspect, parseArgs } from 'node:util';
 import { bulkWorkload, download, upload } from './bulk.js';
 import { connectionRate, connectionsWorkload } from './connections.js';
 import { generatorCheck, multicoreWorkload } from './cpu.js';
-import { openDoor } from './doors.js';
+import { type Door, openDoor } from './doors.js';
 import { fairnessWorkload } from './fairness.js';
 import { formatJson } from './json.js';
 import { latencyWorkload } from './latency.js';
@@ -93,15 +93,24 @@ function machine() {
   };
 }
 
-/** Unrecorded traffic through every door, so both paths are compiled before the clock runs. */
+/**
+ * Unrecorded traffic through every door and both bare relays (each for the workload it is a
+ * baseline of), so every path is compiled before the clock runs.
+ */
 async function warmUp(context: WorkloadContext): Promise<void> {
-  const { bulkTarget, echoTarget } = context.system;
-  for (const { spec } of doorsWithBaseline(context)) {
-    const door = openDoor(spec);
+  const { bulkTarget, echoTarget, tlsPipe, socks5Relay } = context.system;
+  const bulk = async (door: Door) => {
     await download(door, endpoint(bulkTarget.ready.sourcePort), WARMUP_BYTES);
     await upload(door, endpoint(bulkTarget.ready.sinkPort), WARMUP_BYTES);
-    await connectionRate(door, endpoint(echoTarget.ready.echoPort), 50, 0.5);
+  };
+  const connections = (door: Door) =>
+    connectionRate(door, endpoint(echoTarget.ready.echoPort), 50, 0.5);
+  for (const { spec } of doorsWithBaseline(context)) {
+    await bulk(openDoor(spec));
+    await connections(openDoor(spec));
   }
+  await bulk(openDoor(tlsPipe));
+  await connections(openDoor(socks5Relay));
   await context.system.idle();
 }
 

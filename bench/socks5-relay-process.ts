@@ -6,7 +6,7 @@
  * that Postern's gateway and client hold between them, and the same round trips for the user.
  * What Postern's connection rates are set against besides the direct baseline.
  *
- * It serves the benchmark's own generator, so it understands what that sends (one method
+ * It serves the benchmark's own generator, so it understands what that sends (username/password
  * offered, IPv4 or domain targets) and refuses anything else by closing the connection.
  */
 import { connect, createServer, type Socket } from 'node:net';
@@ -26,7 +26,7 @@ const CONNECTED = Buffer.from([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
 
 const sockets = new HeldSockets();
 
-/** Length of the `step` message at the front of `buffer`; 0 while incomplete. */
+/** Length of the `step` message at the front of `buffer`: 0 while incomplete, -1 if unreadable. */
 function messageLength(step: Step, buffer: Buffer): number {
   const at = (index: number) => (index < buffer.length ? buffer[index]! : -1);
   let length: number;
@@ -40,7 +40,10 @@ function messageLength(step: Step, buffer: Buffer): number {
       break;
     }
     case 'request':
-      length = at(3) === 1 ? 10 : at(3) === 3 && at(4) >= 0 ? 7 + at(4) : Infinity;
+      if (at(3) === 1) length = 10;
+      else if (at(3) === 3) length = at(4) < 0 ? Infinity : 7 + at(4);
+      else if (at(3) < 0) length = Infinity;
+      else return -1;
       break;
   }
   return buffer.length >= length ? length : 0;
@@ -69,6 +72,10 @@ function serve(user: Socket): void {
   const onData = (data: Buffer) => {
     received = received.length === 0 ? data : Buffer.concat([received, data]);
     const length = messageLength(step, received);
+    if (length < 0) {
+      user.destroy();
+      return;
+    }
     if (length === 0) return;
     const message = received.subarray(0, length);
     received = received.subarray(length);
@@ -80,14 +87,14 @@ function serve(user: Socket): void {
       user.write(CHOOSE_PASSWORD);
       step = 'auth';
     } else if (step === 'auth') {
-      if (!credentialsMatch(message)) {
+      if (message[0] !== 1 || !credentialsMatch(message)) {
         user.end(Buffer.from([1, 1]));
         return;
       }
       user.write(AUTH_OK);
       step = 'request';
     } else {
-      if (message[1] !== 1) {
+      if (message[0] !== 5 || message[1] !== 1) {
         user.destroy();
         return;
       }
@@ -101,6 +108,8 @@ function serve(user: Socket): void {
 
 function dial(user: Socket, target: { host: string; port: number }, early: Buffer): void {
   const far = sockets.track(connect({ ...target, noDelay: true, allowHalfOpen: true }));
+  // A user who leaves before the target answers takes the half-made connection along.
+  user.once('close', () => far.destroy());
   far.once('connect', () => {
     user.write(CONNECTED);
     if (early.length > 0) far.write(early);

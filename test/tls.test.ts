@@ -437,17 +437,18 @@ describe('pinned fingerprint over a ws WebSocket', () => {
 });
 
 describe('tunnel cipher choice', () => {
-  it('moves AES-128-GCM to the front and keeps every other cipher in order', () => {
+  const builtIn = 'TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:HIGH';
+
+  it("moves AES-128-GCM to the front of Node's built-in list and keeps the rest in order", () => {
     assert.equal(
-      tunnelCipherList(
-        'TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:HIGH',
-      ),
+      tunnelCipherList(builtIn, builtIn),
       'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:HIGH',
     );
   });
 
-  it('leaves a list without AES-128-GCM as it is', () => {
-    assert.equal(tunnelCipherList('TLS_AES_256_GCM_SHA384'), 'TLS_AES_256_GCM_SHA384');
+  it('uses a list the operator set as it is, order included', () => {
+    const chosen = 'TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256';
+    assert.equal(tunnelCipherList(chosen, builtIn), chosen);
   });
 
   it('a real gateway picks AES-128-GCM for a client that prefers AES-256-GCM', async () => {
@@ -460,6 +461,21 @@ describe('tunnel cipher choice', () => {
       });
       assert.equal(socket.getProtocol(), 'TLSv1.3');
       assert.equal(socket.getCipher().name, 'TLS_AES_128_GCM_SHA256');
+    } finally {
+      socket?.destroy();
+      await gateway.close();
+    }
+  });
+
+  it('a real gateway gives ChaCha20-Poly1305 to a client that puts it first', async () => {
+    const gateway = await startGateway();
+    let socket: TLSSocket | undefined;
+    try {
+      socket = await connectToLoopback(gateway.addresses.tunnel.port, {
+        rejectUnauthorized: false,
+        ciphers: 'TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256',
+      });
+      assert.equal(socket.getCipher().name, 'TLS_CHACHA20_POLY1305_SHA256');
     } finally {
       socket?.destroy();
       await gateway.close();
