@@ -58,7 +58,7 @@ test('a full writer stops the socket reading until it drains; every byte arrives
   const { server, port } = await serve((socket) => socket.end(sent));
   t.after(() => server.close());
   const reader = new DirectReader();
-  const socket = connect({ host: '127.0.0.1', port, onread: reader.onread });
+  const socket = connect({ host: '127.0.0.1', port, onread: reader.onread() });
   t.after(() => socket.destroy());
   await once(socket, 'connect');
   const to = new SlowCollector();
@@ -81,6 +81,7 @@ test('bytes read before the relay begins come first; the socket waits for the re
     server.close();
   });
   const reader = new DirectReader();
+  const { buffer, callback } = reader.onread();
   let reads = 0;
   let firstRead!: () => void;
   const firstReadDone = new Promise<void>((resolve) => {
@@ -91,10 +92,10 @@ test('bytes read before the relay begins come first; the socket waits for the re
     host: '127.0.0.1',
     port,
     onread: {
-      buffer: reader.onread.buffer,
-      callback: (length: number, buffer: Uint8Array) => {
+      buffer,
+      callback: (length: number, into: Uint8Array) => {
         reads++;
-        const keepReading = reader.onread.callback(length, buffer);
+        const keepReading = callback(length, into);
         firstRead();
         return keepReading;
       },

@@ -143,7 +143,7 @@ function connectOnce(
       reject(stop.reason);
       return;
     }
-    const socket = net.connect({ host: address, port, ...(reader && { onread: reader.onread }) });
+    const socket = net.connect({ host: address, port, ...(reader && { onread: reader.onread() }) });
     const detach = (): void => {
       socket.off('connect', onConnect);
       socket.off('error', onError);

@@ -27,19 +27,17 @@ export interface BorrowingWritable extends Writable {
 
 export class DirectReader {
   /** Bytes read before `relay` began, copied; the socket stops reading meanwhile. */
-  #early: Buffer[] = [];
-  #sink: ((data: Buffer) => boolean) | undefined;
+  #early: Buffer[] | undefined;
+  #socket: Socket | undefined;
+  #to: BorrowingWritable | undefined;
 
   /** The `onread` option for `net.connect`. Returning false stops the socket reading. */
-  readonly onread = {
-    buffer: SHARED_READ_BUFFER,
-    callback: (length: number, buffer: Uint8Array): boolean => {
-      const data = (buffer as Buffer).subarray(0, length);
-      if (this.#sink) return this.#sink(data);
-      this.#early.push(Buffer.from(data));
-      return false;
-    },
-  };
+  onread(): { buffer: Buffer; callback: (length: number, buffer: Uint8Array) => boolean } {
+    return {
+      buffer: SHARED_READ_BUFFER,
+      callback: (length, buffer) => this.#onRead((buffer as Buffer).subarray(0, length)),
+    };
+  }
 
   /**
    * Moves what `socket` reads into `to` and ends `to` after the last byte, as `pipe()` would: the
@@ -47,17 +45,11 @@ export class DirectReader {
    * and closes are the caller's business.
    */
   relay(socket: Socket, to: BorrowingWritable): void {
-    const resumeOnDrain = (): void => {
-      to.once('drain', () => socket.resume());
-    };
+    this.#socket = socket;
     let room = true;
-    for (const data of this.#early) room = to.write(data);
-    this.#early = [];
-    this.#sink = (data) => {
-      if (to.writeBorrowed(data)) return true;
-      resumeOnDrain();
-      return false;
-    };
+    for (const data of this.#early ?? []) room = to.write(data);
+    this.#early = undefined;
+    this.#to = to;
     // A socket that ended before the relay began (its FIN read with the early bytes) ends `to` now.
     if (socket.readableEnded) {
       to.end();
@@ -65,6 +57,22 @@ export class DirectReader {
     }
     socket.on('end', () => to.end());
     if (room) socket.resume();
-    else resumeOnDrain();
+    else this.#resumeOnDrain();
+  }
+
+  #onRead(data: Buffer): boolean {
+    if (!this.#to) {
+      this.#early = [...(this.#early ?? []), Buffer.from(data)];
+      return false;
+    }
+    if (this.#to.writeBorrowed(data)) return true;
+    this.#resumeOnDrain();
+    return false;
+  }
+
+  /** The drain listener is made per wait: an idle relay holds none. */
+  #resumeOnDrain(): void {
+    const socket = this.#socket!;
+    this.#to!.once('drain', () => socket.resume());
   }
 }
