@@ -1,7 +1,7 @@
 /**
  * The sockets a benchmark target or relay process holds: counted for `openStreams` and `idle`,
  * destroyed on close. A peer that resets is part of the job (the endless source is stopped that
- * way), so a socket error only destroys that socket.
+ * way), so a socket error only destroys that socket. Also how the two bare relays join a pair.
  */
 import type { Socket } from 'node:net';
 import { waitUntil } from './wait.js';
@@ -34,4 +34,15 @@ export class HeldSockets {
   destroyAll(): void {
     for (const socket of this.#sockets) socket.destroy();
   }
+}
+
+/**
+ * Pipes two half-open sockets both ways: a FIN from one side ends the other's writing only (the
+ * benchmark's download asks with a request and a FIN, then reads); an error destroys both.
+ */
+export function join(a: Socket, b: Socket): void {
+  a.on('error', () => b.destroy());
+  b.on('error', () => a.destroy());
+  a.pipe(b);
+  b.pipe(a);
 }

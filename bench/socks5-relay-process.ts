@@ -11,7 +11,7 @@
  */
 import { connect, createServer, type Socket } from 'node:net';
 import { BENCH_GROUP } from './doors.js';
-import { HeldSockets } from './held-sockets.js';
+import { HeldSockets, join } from './held-sockets.js';
 import { serveParent } from './ipc.js';
 
 export interface Socks5RelayReady {
@@ -113,10 +113,7 @@ function dial(user: Socket, target: { host: string; port: number }, early: Buffe
   far.once('connect', () => {
     user.write(CONNECTED);
     if (early.length > 0) far.write(early);
-    user.on('error', () => far.destroy());
-    far.on('error', () => user.destroy());
-    user.pipe(far);
-    far.pipe(user);
+    join(user, far);
   });
   far.once('error', () => user.destroy());
 }

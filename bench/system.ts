@@ -1,8 +1,9 @@
 /**
  * The processes of one benchmark: gateway and client under test, two target processes (bulk
  * source/sink and echo, so a saturating transfer and an interactive exchange do not share a
- * target event loop), a second load generator, and the two ends of a bare TLS relay (a second
- * baseline for bulk). The parent process is the main generator.
+ * target event loop), a second load generator, and two bare relays: the two ends of a TLS relay
+ * (a second baseline for bulk) and a SOCKS5 relay (one for connection rates). The parent process
+ * is the main generator.
  */
 import { cpus } from 'node:os';
 import { POSTERN_NODE_FLAGS } from '../src/node-flags.js';

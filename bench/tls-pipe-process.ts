@@ -13,7 +13,7 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer, connect as tlsConnect } from 'node:tls';
 import { loadServerCertificate } from '../src/tls/certificates.js';
 import { tunnelServerTlsOptions } from '../src/tls/ciphers.js';
-import { HeldSockets } from './held-sockets.js';
+import { HeldSockets, join } from './held-sockets.js';
 import { serveParent } from './ipc.js';
 
 export interface TlsPipeReady {
@@ -23,17 +23,6 @@ export interface TlsPipeReady {
 }
 
 const sockets = new HeldSockets();
-
-/**
- * Pipes two half-open sockets both ways: a FIN from one side ends the other's writing only (the
- * benchmark's download asks with a request and a FIN, then reads); an error destroys both.
- */
-function join(a: Socket, b: Socket): void {
-  a.on('error', () => b.destroy());
-  b.on('error', () => a.destroy());
-  a.pipe(b);
-  b.pipe(a);
-}
 
 function serveFar(socket: Socket): void {
   sockets.track(socket);

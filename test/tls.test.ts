@@ -451,34 +451,30 @@ describe('tunnel cipher choice', () => {
     assert.equal(tunnelCipherList(chosen, builtIn), chosen);
   });
 
-  it('a real gateway picks AES-128-GCM for a client that prefers AES-256-GCM', async () => {
+  /** The protocol and cipher a real gateway's tunnel listener agrees on with `ciphers` offered. */
+  async function negotiated(ciphers: string): Promise<{ protocol: string | null; cipher: string }> {
     const gateway = await startGateway();
     let socket: TLSSocket | undefined;
     try {
       socket = await connectToLoopback(gateway.addresses.tunnel.port, {
         rejectUnauthorized: false,
-        ciphers: 'TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256',
+        ciphers,
       });
-      assert.equal(socket.getProtocol(), 'TLSv1.3');
-      assert.equal(socket.getCipher().name, 'TLS_AES_128_GCM_SHA256');
+      return { protocol: socket.getProtocol(), cipher: socket.getCipher().name };
     } finally {
       socket?.destroy();
       await gateway.close();
     }
+  }
+
+  it('a real gateway picks AES-128-GCM for a client that prefers AES-256-GCM', async () => {
+    const { protocol, cipher } = await negotiated('TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256');
+    assert.equal(protocol, 'TLSv1.3');
+    assert.equal(cipher, 'TLS_AES_128_GCM_SHA256');
   });
 
   it('a real gateway gives ChaCha20-Poly1305 to a client that puts it first', async () => {
-    const gateway = await startGateway();
-    let socket: TLSSocket | undefined;
-    try {
-      socket = await connectToLoopback(gateway.addresses.tunnel.port, {
-        rejectUnauthorized: false,
-        ciphers: 'TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256',
-      });
-      assert.equal(socket.getCipher().name, 'TLS_CHACHA20_POLY1305_SHA256');
-    } finally {
-      socket?.destroy();
-      await gateway.close();
-    }
+    const { cipher } = await negotiated('TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256');
+    assert.equal(cipher, 'TLS_CHACHA20_POLY1305_SHA256');
   });
 });

@@ -62,7 +62,9 @@ export class DirectReader {
 
   #onRead(data: Buffer): boolean {
     if (!this.#to) {
-      this.#early = [...(this.#early ?? []), Buffer.from(data)];
+      // Returning false stops the reads, so this is normally the only early buffer.
+      this.#early ??= [];
+      this.#early.push(Buffer.from(data));
       return false;
     }
     if (this.#to.writeBorrowed(data)) return true;
