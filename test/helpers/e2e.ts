@@ -142,7 +142,11 @@ export function startEchoServer(host = '127.0.0.1'): Promise<TestServer> {
   }, host);
 }
 
-/** Opens a SOCKS5 CONNECT through the gateway with the npm `socks` client. */
+/**
+ * Opens a SOCKS5 CONNECT through the gateway with the npm `socks` client. That client drops bytes
+ * that arrive together with the CONNECT reply, so a target that speaks first needs the byte-level
+ * client in raw-socks5.ts instead.
+ */
 export async function socksConnect(
   gateway: Gateway,
   host: string,
