@@ -25,7 +25,6 @@ import {
   startTunnel,
   type TestServer,
 } from './helpers/e2e.js';
-import { socks5Connect as rawSocks5Connect } from './helpers/raw-socks5.js';
 import {
   CurlFailed,
   curlThroughGateway,
@@ -202,78 +201,5 @@ describe('SOCKS5 end to end', { timeout: 60_000 }, () => {
       socket.end(payload);
       assert.equal(sha256(await echoed), sha256(payload));
     });
-  });
-});
-
-/**
- * Targets that close before the user does, as a web server without keep-alive does after its
- * response. Each test has a tunnel of its own, so its stream is the session's first and gets
- * the wide window at once: the whole payload fits in flight and the target can finish and close
- * while the user has read nothing yet.
- */
-describe('a target that closes first', { timeout: 60_000 }, () => {
-  let tunnel: Awaited<ReturnType<typeof startTunnel>>;
-
-  before(async () => {
-    tunnel = await startTunnel();
-  });
-
-  after(() => tunnel.close());
-
-  const connectThrough = async (port: number): Promise<Socket> => {
-    const outcome = await rawSocks5Connect(
-      tunnel.gateway.addresses.socks5!.port,
-      { userId: GROUP, password: PASSWORD },
-      '127.0.0.1',
-      port,
-    );
-    assert.equal(outcome.reply, 0);
-    return outcome.socket;
-  };
-
-  test('a user that reads only after the target closed its socket gets every byte and a clean end', async () => {
-    const payload = randomBytes(3 * 1024 * 1024);
-    let targetClosed!: Promise<unknown>;
-    const sender = await startTcpServer((socket) => {
-      socket.on('error', (err) => socket.destroy(err));
-      targetClosed = once(socket, 'close');
-      // Close the socket (both ways) once the kernel has every byte, as close(2) after a reply.
-      socket.end(payload, () => socket.destroy());
-    });
-    try {
-      const released = nextReleasedStream(tunnel.gateway, (s) => s.target.port === sender.port);
-      const socket = await connectThrough(sender.port);
-      await targetClosed;
-      const received = readAll(socket);
-      socket.resume();
-      assert.equal(sha256(await received), sha256(payload));
-      socket.end();
-      const stream = await released;
-      assert.equal(stream.errored, null, 'the stream closed with FINs both ways, not a reset');
-    } finally {
-      await sender.close();
-    }
-  });
-
-  test('a target that shuts its write side first still receives all the user sends after that', async () => {
-    const banner = randomBytes(1024);
-    const upload = randomBytes(1024 * 1024);
-    let uploadReceived!: Promise<Buffer>;
-    const receiver = await startTcpServer((socket) => {
-      socket.on('error', (err) => socket.destroy(err));
-      uploadReceived = readAll(socket);
-      socket.end(banner);
-    });
-    try {
-      const socket = await connectThrough(receiver.port);
-      // The user keeps its write side open after the target's FIN, as the target does.
-      socket.allowHalfOpen = true;
-      assert.equal(sha256(await readAll(socket)), sha256(banner));
-      socket.end(upload);
-      assert.equal(sha256(await uploadReceived), sha256(upload));
-      if (!socket.closed) await once(socket, 'close');
-    } finally {
-      await receiver.close();
-    }
   });
 });
