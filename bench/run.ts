@@ -3,8 +3,9 @@
  * separate processes on 127.0.0.1, runs every workload through each front door and directly,
  * prints the table and writes it with the raw runs to bench/results/<timestamp>.json.
  *
- * Options: --quick (small sizes, < 1 minute), --runs N (default 3), --only a,b (workload names),
- * --cpu-prof DIR (gateway and client write V8 CPU profiles to DIR).
+ * Options: --quick (small sizes, < 1 minute), --runs N (default 3), --only a,b (workload names;
+ * `external`, which needs hey and nginx, runs only when named), --cpu-prof DIR (gateway and
+ * client write V8 CPU profiles to DIR).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
@@ -15,6 +16,7 @@ import { bulkWorkload, download, upload } from './bulk.js';
 import { connectionRate, connectionsWorkload } from './connections.js';
 import { generatorCheck, multicoreWorkload } from './cpu.js';
 import { type Door, openDoor } from './doors.js';
+import { externalWorkload } from './external.js';
 import { fairnessWorkload } from './fairness.js';
 import { formatJson } from './json.js';
 import { latencyWorkload } from './latency.js';
@@ -37,6 +39,7 @@ import {
 const WORKLOADS: readonly Workload[] = [
   bulkWorkload,
   connectionsWorkload,
+  externalWorkload,
   latencyWorkload,
   fairnessWorkload,
   streamsWorkload,
@@ -75,7 +78,9 @@ function parseOptions(): Options {
   }
   return {
     profile: { ...base, runs },
-    workloads: names ? WORKLOADS.filter((w) => names.includes(w.name)) : WORKLOADS,
+    workloads: names
+      ? WORKLOADS.filter((w) => names.includes(w.name))
+      : WORKLOADS.filter((w) => !w.optIn),
     cpuProfileDir: values['cpu-prof'] && resolve(values['cpu-prof']),
   };
 }

@@ -70,6 +70,8 @@ export interface WorkloadContext {
 
 export interface Workload {
   name: string;
+  /** Runs only when named in `--only` (it needs tools from outside npm). */
+  optIn?: boolean;
   run(context: WorkloadContext): Promise<Row[]>;
 }
 

@@ -1,0 +1,145 @@
+/**
+ * nginx as a connection-rate target for the `external` workload: one process (no master, no
+ * workers to find), answering every request with a few bytes and closing the connection after
+ * it, as a web server without keep-alive does. Its configuration and logs live in a temporary
+ * directory that `close()` removes.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+const START_DEADLINE_MS = 5_000;
+
+/** A free loopback port: bound by the kernel's choice, then released for nginx to take. */
+async function freePort(): Promise<number> {
+  const server = createServer().listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as { port: number };
+  server.close();
+  await once(server, 'close');
+  return port;
+}
+
+function configuration(dir: string, port: number): string {
+  const temp = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']
+    .map((kind) => `  ${kind}_temp_path ${join(dir, kind)};`)
+    .join('\n');
+  return `master_process off;
+daemon off;
+worker_processes 1;
+pid ${join(dir, 'nginx.pid')};
+error_log ${join(dir, 'error.log')} warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_timeout 0;
+${temp}
+  server {
+    listen 127.0.0.1:${port} backlog=4096;
+    location / { return 200 "postern bench\\n"; }
+  }
+}
+`;
+}
+
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+export class Nginx {
+  readonly port: number;
+  #child: ChildProcess;
+  #dir: string;
+  #exited: Promise<unknown>;
+
+  private constructor(port: number, child: ChildProcess, dir: string) {
+    this.port = port;
+    this.#child = child;
+    this.#dir = dir;
+    // A child that could not be spawned emits 'error' and never 'exit'.
+    this.#exited = new Promise((resolve) => {
+      child.once('exit', resolve);
+      child.once('error', resolve);
+    });
+  }
+
+  /** Starts nginx (from PATH) and resolves once it accepts connections. */
+  static async start(): Promise<Nginx> {
+    const dir = mkdtempSync(join(tmpdir(), 'postern-bench-nginx-'));
+    const port = await freePort();
+    const config = join(dir, 'nginx.conf');
+    writeFileSync(config, configuration(dir, port));
+    const child = spawn('nginx', ['-p', dir, '-c', config, '-e', join(dir, 'error.log')], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    const nginx = new Nginx(port, child, dir);
+    let stderr = '';
+    child.stderr?.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    let failure: Error | undefined;
+    child.once('error', (error) => {
+      failure = error;
+    });
+    child.once('exit', (code) => {
+      failure ??= new Error(`nginx exited with ${code}: ${stderr.trim() || nginx.#errorLog()}`);
+    });
+    const deadline = performance.now() + START_DEADLINE_MS;
+    // nginx says nothing when it is ready: poll until it accepts, fails, or the deadline passes.
+    while (!(await accepts(port))) {
+      if (failure || performance.now() > deadline) {
+        await nginx.close();
+        throw failure ?? new Error(`nginx did not accept on port ${port} within 5 s`);
+      }
+      await sleep(20);
+    }
+    return nginx;
+  }
+
+  /** CPU time nginx has used so far, in microseconds (Linux: /proc, 100 ticks a second). */
+  cpuMicros(): number | undefined {
+    return this.#child.pid === undefined ? undefined : processCpuMicros(this.#child.pid);
+  }
+
+  async close(): Promise<void> {
+    if (
+      this.#child.pid !== undefined &&
+      this.#child.exitCode === null &&
+      this.#child.signalCode === null
+    ) {
+      this.#child.kill('SIGQUIT');
+      await this.#exited;
+    }
+    rmSync(this.#dir, { recursive: true, force: true });
+  }
+
+  #errorLog(): string {
+    const file = join(this.#dir, 'error.log');
+    return existsSync(file) ? readFileSync(file, 'utf8').trim() : 'no error log';
+  }
+}
+
+/**
+ * CPU time of process `pid` so far, in microseconds, from /proc (Linux; undefined elsewhere).
+ * `children` counts instead the children it has waited for (cutime and cstime).
+ */
+export function processCpuMicros(pid: number | 'self', children = false): number | undefined {
+  if (process.platform !== 'linux') return undefined;
+  // The fields after the command name, which is in parentheses and may hold spaces.
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  // stat(5) numbers utime 14, stime 15, cutime 16, cstime 17; this list starts at field 3.
+  const first = children ? 13 : 11;
+  // Clock ticks are 1/100 s on Linux (USER_HZ).
+  return (Number(fields[first]) + Number(fields[first + 1])) * 10_000;
+}
