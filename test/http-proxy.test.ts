@@ -853,6 +853,38 @@ describe('HTTP and HTTPS proxy through the tunnel', () => {
     }
   });
 
+  test('a target that answers before reading the body and closes leaves the user connection usable', async () => {
+    // As nginx without keep-alive does with a body it does not want: the reply, then FIN, and
+    // the rest of the body read away until the client closes.
+    const early = await startTcpServer((socket) => {
+      socket.on('error', () => socket.destroy());
+      socket.once('data', () => {
+        socket.end('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nearly');
+      });
+      socket.resume();
+    });
+    try {
+      const file = join(dir, 'unwanted.bin');
+      await writeRandomFile(file, 1024 * 1024);
+      const url = `http://127.0.0.1:${early.port}/`;
+      // Two POSTs on one proxy connection: the second waits for the first body to be read away.
+      const { code, stdout, stderr } = await curl([
+        '-x',
+        http(),
+        '--data-binary',
+        `@${file}`,
+        '-w',
+        ' %{http_code} %{num_connects}\n',
+        url,
+        url,
+      ]);
+      assert.equal(code, 0, stderr);
+      assert.equal(stdout, 'early 200 1\nearly 200 0\n');
+    } finally {
+      await early.close();
+    }
+  });
+
   test('a response cut by the target is cut for the user too, never a clean end', async () => {
     const withLength = await curl(['-x', http(), `http://127.0.0.1:${web.port}/cut`]);
     assert.equal(withLength.code, 18, withLength.stderr);

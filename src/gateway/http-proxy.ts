@@ -234,16 +234,24 @@ export class HttpProxy {
       responded = true;
       this.#relayResponse(response, res, log);
     });
+    // Whatever of the body the upstream no longer takes is read away, so the user's connection
+    // can carry its next request. A target may answer before reading the whole body and then
+    // close (nginx does, without keep-alive); the answer reaches the user, the rest of the body
+    // goes nowhere.
+    const readBodyAway = () => {
+      if (req.readableEnded || req.destroyed) return;
+      req.unpipe(upstream);
+      req.resume();
+    };
+    upstream.once('close', readBodyAway);
     upstream.on('error', (error) => {
+      readBodyAway();
       // After the response began, its own pipeline reports how it ended.
       if (responded) return;
-      req.unpipe(upstream);
       if (res.destroyed) {
         log.debug({ err: error }, 'http request abandoned: user left');
         return;
       }
-      // Read the rest of the body away, so the connection can carry the next request.
-      req.resume();
       const failure = failureFor(error);
       log.info(
         { status: failure.status, proxyError: failure.error, err: error },
