@@ -11,7 +11,8 @@ import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { benchProxy } from './doors.js';
-import { Nginx, processCpuMicros } from './nginx.js';
+import { Nginx } from './nginx.js';
+import { processCpuMicros } from './proc-stat.js';
 import { summarize } from './stats.js';
 import type { ProcessName } from './system.js';
 import type { Row } from './table.js';
@@ -93,13 +94,15 @@ function medianMicros(values: readonly (number | undefined)[]): string {
 export const externalWorkload: Workload = {
   name: 'external',
   optIn: true,
-  async run(context: WorkloadContext): Promise<Row[]> {
+  preflight(): void {
     const missing = TOOLS.filter((tool) => !onPath(tool));
     if (missing.length > 0) {
       throw new Error(
         `the external workload needs ${missing.join(' and ')} on PATH (Debian: apt-get install hey nginx)`,
       );
     }
+  },
+  async run(context: WorkloadContext): Promise<Row[]> {
     const { system, profile } = context;
     const gateway = system.gateway.ready;
     const proxyUrl = (scheme: 'socks5' | 'http', port: number) => {

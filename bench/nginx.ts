@@ -11,6 +11,7 @@ import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { processCpuMicros } from './proc-stat.js';
 
 const START_DEADLINE_MS = 5_000;
 
@@ -128,18 +129,4 @@ export class Nginx {
     const file = join(this.#dir, 'error.log');
     return existsSync(file) ? readFileSync(file, 'utf8').trim() : 'no error log';
   }
-}
-
-/**
- * CPU time of process `pid` so far, in microseconds, from /proc (Linux; undefined elsewhere).
- * `children` counts instead the children it has waited for (cutime and cstime).
- */
-export function processCpuMicros(pid: number | 'self', children = false): number | undefined {
-  if (process.platform !== 'linux') return undefined;
-  // The fields after the command name, which is in parentheses and may hold spaces.
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  // stat(5) numbers utime 14, stime 15, cutime 16, cstime 17; this list starts at field 3.
-  const first = children ? 13 : 11;
-  // Clock ticks are 1/100 s on Linux (USER_HZ).
-  return (Number(fields[first]) + Number(fields[first + 1])) * 10_000;
 }

@@ -76,11 +76,13 @@ function parseOptions(): Options {
       `unknown workload ${unknown.join(', ')}; known: ${WORKLOADS.map((w) => w.name).join(', ')}`,
     );
   }
+  const workloads = names
+    ? WORKLOADS.filter((w) => names.includes(w.name))
+    : WORKLOADS.filter((w) => !w.optIn);
+  for (const workload of workloads) workload.preflight?.();
   return {
     profile: { ...base, runs },
-    workloads: names
-      ? WORKLOADS.filter((w) => names.includes(w.name))
-      : WORKLOADS.filter((w) => !w.optIn),
+    workloads,
     cpuProfileDir: values['cpu-prof'] && resolve(values['cpu-prof']),
   };
 }

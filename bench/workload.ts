@@ -72,6 +72,8 @@ export interface Workload {
   name: string;
   /** Runs only when named in `--only` (it needs tools from outside npm). */
   optIn?: boolean;
+  /** Throws, before any process starts, when the workload cannot run on this machine. */
+  preflight?(): void;
   run(context: WorkloadContext): Promise<Row[]>;
 }
 
