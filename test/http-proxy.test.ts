@@ -932,6 +932,41 @@ describe('HTTP and HTTPS proxy through the tunnel', () => {
     assert.equal(untrusted.code, 60, untrusted.stderr);
   });
 
+  test('a CONNECT user that shuts its write side still gets the whole reply, HTTP and HTTPS', async () => {
+    const reply = randomBytes(1024 * 1024);
+    // Reads the whole request, then answers with its hash and 1 MiB, then ends.
+    const replier = await startTcpServer((socket) => {
+      socket.on('error', (err) => socket.destroy(err));
+      const chunks: Buffer[] = [];
+      socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+      socket.once('end', () => {
+        socket.write(createHash('sha256').update(Buffer.concat(chunks)).digest());
+        socket.end(reply);
+      });
+    });
+    try {
+      for (const [port, ca] of [
+        [httpPort, undefined],
+        [httpsPort, gateway.certificate.cert],
+      ] as const) {
+        const user = await rawConnect(port, `127.0.0.1:${replier.port}`, ca);
+        const received: Buffer[] = [];
+        user.on('data', (chunk: Buffer) => received.push(chunk));
+        const request = randomBytes(300 * 1024);
+        user.end(request);
+        await once(user, 'end');
+        const response = Buffer.concat(received);
+        const which = ca === undefined ? 'HTTP' : 'HTTPS';
+        assert.equal(response.length, 32 + reply.length, which);
+        assert.deepEqual(response.subarray(0, 32), createHash('sha256').update(request).digest());
+        assert.ok(response.subarray(32).equals(reply), which);
+        user.destroy();
+      }
+    } finally {
+      await replier.close();
+    }
+  });
+
   test('a target reset inside a CONNECT through the HTTPS proxy cuts that user only', async () => {
     // The user's socket is TLS here, which cannot be reset like TCP: the gateway must cut it
     // another way, not throw.

@@ -34,6 +34,9 @@ export class HttpProxyListener {
     } else {
       const server = createHttpsServer({
         ...serverOptions,
+        // http.Server always keeps its sockets half-open; https.Server leaves TLS's default, which
+        // closes a CONNECT user's socket on its FIN and cuts the reply it is still waiting for.
+        allowHalfOpen: true,
         cert: options.tls.cert,
         key: options.tls.key,
         handshakeTimeout: handshakeTimeoutMs,
