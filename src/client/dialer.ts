@@ -143,14 +143,7 @@ function connectOnce(
       reject(stop.reason);
       return;
     }
-    // Half-open: the target's FIN only ends the stream's sending side. Without it Node shuts our
-    // side too, and the socket's close would reset a stream the user has not finished with.
-    const socket = net.connect({
-      host: address,
-      port,
-      allowHalfOpen: true,
-      ...(reader && { onread: reader.onread() }),
-    });
+    const socket = net.connect({ host: address, port, ...(reader && { onread: reader.onread() }) });
     const detach = (): void => {
       socket.off('connect', onConnect);
       socket.off('error', onError);

@@ -34,8 +34,9 @@ export class HttpProxyListener {
     } else {
       const server = createHttpsServer({
         ...serverOptions,
-        // http.Server always keeps its sockets half-open; https.Server leaves TLS's default, which
-        // closes a CONNECT user's socket on its FIN and cuts the reply it is still waiting for.
+        // http.Server always keeps its sockets half-open; https.Server leaves TLS's default. splice
+        // makes a CONNECT user's socket half-open too, but only once the stream is open: a FIN
+        // that comes while the open is under way must not close the socket either.
         allowHalfOpen: true,
         cert: options.tls.cert,
         key: options.tls.key,

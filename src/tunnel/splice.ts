@@ -35,6 +35,10 @@ export function splice(
   reader?: DirectReader,
 ): Promise<SpliceCut | undefined> {
   return new Promise((resolve) => {
+    // A FIN is passed on as the stream's FIN and nothing more, so the socket must stay half-open:
+    // with Node's default, its FIN would also end its write side, and its 'close' would reset a
+    // stream whose other direction is still busy (docs/protocol.md section 6).
+    socket.allowHalfOpen = true;
     const bothWaysDone = () => stream.writableEnded && stream.readableEnded;
     let open = 2;
     let cut: SpliceCut | undefined;
