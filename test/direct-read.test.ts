@@ -1,23 +1,21 @@
 import './helpers/fail-on-unhandled.js';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
-import { INITIAL_WINDOW, StreamKind } from '../src/tunnel/constants.js';
+import { INITIAL_WINDOW } from '../src/tunnel/constants.js';
 import { type BorrowingWritable, DirectReader } from '../src/tunnel/direct-read.js';
-import { type StreamHost, TunnelStream } from '../src/tunnel/stream.js';
+import { TunnelStream } from '../src/tunnel/stream.js';
+import { startTcpServer } from './helpers/e2e.js';
+import { recordingStreamHost, TCP_TARGET } from './helpers/stream-host.js';
+import { sha256 } from './helpers/targets.js';
 
 /** Deterministic bytes that differ from offset to offset, so a reused buffer shows. */
 function pattern(length: number, seed = 1): Buffer {
   const bytes = Buffer.alloc(length);
   for (let i = 0; i < length; i++) bytes[i] = (i * 31 + seed * 7 + (i >>> 9)) & 0xff;
   return bytes;
-}
-
-function sha256(data: Buffer): string {
-  return createHash('sha256').update(data).digest('hex');
 }
 
 /**
@@ -44,19 +42,10 @@ class SlowCollector extends Writable implements BorrowingWritable {
   }
 }
 
-async function serve(
-  onSocket: (socket: Socket) => void,
-): Promise<{ server: Server; port: number }> {
-  const server = createServer(onSocket);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return { server, port: (server.address() as AddressInfo).port };
-}
-
 test('a full writer stops the socket reading until it drains; every byte arrives in order', async (t) => {
   const sent = pattern(8 * 1024 * 1024);
-  const { server, port } = await serve((socket) => socket.end(sent));
-  t.after(() => server.close());
+  const { port, close } = await startTcpServer((socket) => socket.end(sent));
+  t.after(close);
   const reader = new DirectReader();
   const socket = connect({ host: '127.0.0.1', port, onread: reader.onread() });
   t.after(() => socket.destroy());
@@ -72,14 +61,11 @@ test('bytes read before the relay begins come first; the socket waits for the re
   const banner = pattern(1000, 2);
   const rest = pattern(300_000, 3);
   let serverSide: Socket | undefined;
-  const { server, port } = await serve((socket) => {
+  const { port, close } = await startTcpServer((socket) => {
     serverSide = socket;
     socket.write(banner);
   });
-  t.after(() => {
-    serverSide?.destroy();
-    server.close();
-  });
+  t.after(close);
   const reader = new DirectReader();
   const { buffer, callback } = reader.onread();
   let reads = 0;
@@ -111,28 +97,9 @@ test('bytes read before the relay begins come first; the socket waits for the re
   assert.equal(sha256(Buffer.concat(to.received)), sha256(Buffer.concat([banner, rest])));
 });
 
-/** A StreamHost that records copies of what would go out as DATA, as a session's encoder does. */
-function copyingHost() {
-  const sent: Buffer[] = [];
-  const host: StreamHost = {
-    sendData: (_streamId, data) => sent.push(Buffer.from(data)),
-    sendWindow: () => undefined,
-    windowFor: () => INITIAL_WINDOW,
-    receiveEnded: () => undefined,
-    sendFin: () => undefined,
-    sendReset: () => undefined,
-    reserveSend: () => true,
-    flowControlError: (_streamId, message) => assert.fail(message),
-    release: () => undefined,
-  };
-  return { host, sent };
-}
-
-const target = { kind: StreamKind.TCP, host: 'example.test', port: 80 } as const;
-
 test('writeBorrowed frames what credit allows at once and copies the rest before returning', async () => {
-  const { host, sent } = copyingHost();
-  const stream = new TunnelStream(host, 1, target);
+  const { host, sent } = recordingStreamHost(INITIAL_WINDOW);
+  const stream = new TunnelStream(host, 1, TCP_TARGET);
   const first = pattern(INITIAL_WINDOW + 40_000, 4);
   const second = pattern(10_000, 5);
   const expected = Buffer.concat([first, second]);

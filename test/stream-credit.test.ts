@@ -1,33 +1,15 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { test } from 'node:test';
-import { INITIAL_WINDOW, StreamKind } from '../src/tunnel/constants.js';
-import { type StreamHost, TunnelStream } from '../src/tunnel/stream.js';
+import { INITIAL_WINDOW } from '../src/tunnel/constants.js';
+import { TunnelStream } from '../src/tunnel/stream.js';
+import { recordingStreamHost, TCP_TARGET } from './helpers/stream-host.js';
 
-/** A StreamHost that records what the stream asks for and always gives `window`. */
-function recordingHost(window: number) {
-  const windows: number[] = [];
-  const ended: number[] = [];
-  const host: StreamHost = {
-    sendData: () => undefined,
-    sendWindow: (_streamId, increment) => windows.push(increment),
-    windowFor: () => window,
-    receiveEnded: (streamId) => ended.push(streamId),
-    sendFin: () => undefined,
-    sendReset: () => undefined,
-    reserveSend: () => true,
-    flowControlError: (_streamId, message) => assert.fail(message),
-    release: () => undefined,
-  };
-  return { host, windows, ended };
-}
-
-const target = { kind: StreamKind.TCP, host: 'example.test', port: 80 } as const;
 const chunk = () => Buffer.alloc(64 * 1024, 7);
 
 test('consumed bytes are granted back up to the window the host gives', async () => {
-  const { host, windows } = recordingHost(INITIAL_WINDOW);
-  const stream = new TunnelStream(host, 1, target);
+  const { host, windows } = recordingStreamHost(INITIAL_WINDOW);
+  const stream = new TunnelStream(host, 1, TCP_TARGET);
   for (let i = 0; i < 4; i++) stream.receiveData(chunk());
   stream.resume();
   await new Promise((resolve) => setImmediate(resolve));
@@ -40,8 +22,8 @@ test('consumed bytes are granted back up to the window the host gives', async ()
 });
 
 test('after FIN the stream grants no credit and tells the host once', async () => {
-  const { host, windows, ended } = recordingHost(INITIAL_WINDOW);
-  const stream = new TunnelStream(host, 3, target);
+  const { host, windows, ended } = recordingStreamHost(INITIAL_WINDOW);
+  const stream = new TunnelStream(host, 3, TCP_TARGET);
   for (let i = 0; i < 4; i++) stream.receiveData(chunk());
   stream.receiveFin();
   stream.receiveFin();
