@@ -67,7 +67,7 @@ export async function connectionRate(
   };
 }
 
-const TARGETS: Record<number, string> = { 100: '≥ 3,000 /s' };
+export const TARGETS: Record<number, string> = { 100: '≥ 3,000 /s' };
 
 /** A rate with the CPU each named process spent per completed connection, in microseconds. */
 interface MeasuredRate {
@@ -75,7 +75,7 @@ interface MeasuredRate {
   cpuMicros: Partial<Record<ProcessName, number>>;
 }
 
-function cpuPerConnection(record: CpuRecord, completed: number): MeasuredRate['cpuMicros'] {
+export function cpuPerConnection(record: CpuRecord, completed: number): MeasuredRate['cpuMicros'] {
   const micros: MeasuredRate['cpuMicros'] = {};
   for (const [name, share] of Object.entries(record.shares) as [ProcessName, number][]) {
     micros[name] = ((share / 100) * record.seconds * 1e6) / Math.max(1, completed);
@@ -83,12 +83,12 @@ function cpuPerConnection(record: CpuRecord, completed: number): MeasuredRate['c
   return micros;
 }
 
-function medianOf(values: readonly number[]): string {
+export function medianOf(values: readonly number[]): string {
   return summarize(values).median.toFixed(0);
 }
 
 /** The SOCKS5 rows' comparison with the bare SOCKS5 relay measured in the same runs. */
-function relayNote(
+export function relayNote(
   relayRate: number,
   relayCpu: string,
   failed: number,

@@ -1,7 +1,8 @@
 /**
  * Workload 6, multi-core, and the load-generator check. Both read the CPU time every process
- * used during the timed runs of the other workloads (recorded by `withCpuRecord`): no extra
- * load is generated. The verdicts are computed from the figures, not written in advance.
+ * used during the timed runs of the other workloads (the records `measureCpu` makes, kept in
+ * `context.cpu`): no extra load is generated. The verdicts are computed from the figures, not
+ * written in advance.
  */
 import { cpus } from 'node:os';
 import { summarize } from './stats.js';

@@ -1,13 +1,23 @@
 /**
  * The sockets a benchmark target or relay process holds: counted for `openStreams` and `idle`,
- * destroyed on close. A peer that resets is part of the job (the endless source is stopped that
- * way), so a socket error only destroys that socket. Also how the two bare relays join a pair.
+ * destroyed on close. A socket error destroys that socket. For a target a peer that resets is
+ * part of the job (the endless source is stopped that way); a relay names itself, and the first
+ * error of each kind goes to stderr, so that a relay that cannot connect shows as that and not
+ * as a wrong figure. Also how the two bare relays join a pair.
  */
 import type { Socket } from 'node:net';
 import { waitUntil } from './wait.js';
 
 export class HeldSockets {
   readonly #sockets = new Set<Socket>();
+  readonly #reportAs: string | undefined;
+  /** Error codes already written to stderr: a burst of resets prints one line. */
+  readonly #reported = new Set<string>();
+
+  /** With `reportAs`, socket errors are reported under that name (see above). */
+  constructor(reportAs?: string) {
+    this.#reportAs = reportAs;
+  }
 
   get size(): number {
     return this.#sockets.size;
@@ -17,11 +27,14 @@ export class HeldSockets {
   track<S extends Socket>(socket: S): S {
     this.#sockets.add(socket);
     socket.once('close', () => this.#sockets.delete(socket));
-    socket.on('error', () => socket.destroy());
+    socket.on('error', (error: NodeJS.ErrnoException) => {
+      this.#report(error);
+      socket.destroy();
+    });
     return socket;
   }
 
-  /** Resolves once this process holds at least `count` sockets (0: none at all, see `idle`). */
+  /** Resolves once this process holds at least `count` sockets (`idle` waits for none). */
   holding(count: number, what: string): Promise<void> {
     return waitUntil(() => this.#sockets.size >= count, what);
   }
@@ -33,6 +46,13 @@ export class HeldSockets {
 
   destroyAll(): void {
     for (const socket of this.#sockets) socket.destroy();
+  }
+
+  #report(error: NodeJS.ErrnoException): void {
+    const kind = error.code ?? error.message;
+    if (this.#reportAs === undefined || this.#reported.has(kind)) return;
+    this.#reported.add(kind);
+    process.stderr.write(`${this.#reportAs}: socket error ${kind} (each kind shown once)\n`);
   }
 }
 

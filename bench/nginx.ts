@@ -14,6 +14,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { processCpuMicros } from './proc-stat.js';
 
 const START_DEADLINE_MS = 5_000;
+/** How long nginx may take to stop after SIGQUIT before it is killed. */
+const CLOSE_DEADLINE_MS = 5_000;
 
 /** A free loopback port: bound by the kernel's choice, then released for nginx to take. */
 async function freePort(): Promise<number> {
@@ -68,11 +70,9 @@ export class Nginx {
     this.port = port;
     this.#child = child;
     this.#dir = dir;
-    // A child that could not be spawned emits 'error' and never 'exit'.
-    this.#exited = new Promise((resolve) => {
-      child.once('exit', resolve);
-      child.once('error', resolve);
-    });
+    // Only 'exit': 'error' also reports a failed kill, when nginx still runs. A child that could
+    // not be spawned has no pid and is never waited for.
+    this.#exited = new Promise((resolve) => child.once('exit', resolve));
   }
 
   /** Starts nginx (from PATH) and resolves once it accepts connections. */
@@ -101,7 +101,10 @@ export class Nginx {
     while (!(await accepts(port))) {
       if (failure || performance.now() > deadline) {
         await nginx.close();
-        throw failure ?? new Error(`nginx did not accept on port ${port} within 5 s`);
+        throw (
+          failure ??
+          new Error(`nginx did not accept on port ${port} within ${START_DEADLINE_MS} ms`)
+        );
       }
       await sleep(20);
     }
@@ -120,7 +123,9 @@ export class Nginx {
       this.#child.signalCode === null
     ) {
       this.#child.kill('SIGQUIT');
+      const killer = setTimeout(() => this.#child.kill('SIGKILL'), CLOSE_DEADLINE_MS);
       await this.#exited;
+      clearTimeout(killer);
     }
     rmSync(this.#dir, { recursive: true, force: true });
   }

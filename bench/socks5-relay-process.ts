@@ -24,7 +24,7 @@ const CHOOSE_PASSWORD = Buffer.from([5, 2]);
 const AUTH_OK = Buffer.from([1, 0]);
 const CONNECTED = Buffer.from([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
 
-const sockets = new HeldSockets();
+const sockets = new HeldSockets('socks5 relay');
 
 /** Length of the `step` message at the front of `buffer`: 0 while incomplete, -1 if unreadable. */
 function messageLength(step: Step, buffer: Buffer): number {
@@ -69,6 +69,9 @@ function serve(user: Socket): void {
   sockets.track(user);
   let step: Step = 'greeting';
   let received: Buffer = Buffer.alloc(0);
+  // The server is half-open for the relay's sake; a FIN before the CONNECT ends the attempt.
+  const endedEarly = () => user.destroy();
+  user.once('end', endedEarly);
   const onData = (data: Buffer) => {
     received = received.length === 0 ? data : Buffer.concat([received, data]);
     const length = messageLength(step, received);
@@ -99,6 +102,7 @@ function serve(user: Socket): void {
         return;
       }
       user.off('data', onData);
+      user.off('end', endedEarly);
       user.pause();
       dial(user, targetOf(message), received);
     }
@@ -108,14 +112,19 @@ function serve(user: Socket): void {
 
 function dial(user: Socket, target: { host: string; port: number }, early: Buffer): void {
   const far = sockets.track(connect({ ...target, noDelay: true, allowHalfOpen: true }));
-  // A user who leaves before the target answers takes the half-made connection along.
-  user.once('close', () => far.destroy());
+  // Until the target answers: a user who leaves takes the half-made connection along, and a
+  // failed dial closes the user. Afterwards join() ties the two.
+  const dropFar = () => far.destroy();
+  const dropUser = () => user.destroy();
+  user.once('close', dropFar);
+  far.once('error', dropUser);
   far.once('connect', () => {
+    user.off('close', dropFar);
+    far.off('error', dropUser);
     user.write(CONNECTED);
     if (early.length > 0) far.write(early);
     join(user, far);
   });
-  far.once('error', () => user.destroy());
 }
 
 void serveParent<Socks5RelayReady>(async () => {

@@ -161,7 +161,7 @@ export class BenchSystem {
     this.#client = client;
   }
 
-  /** Waits until gateway, client and targets hold no streams from earlier work. */
+  /** Waits until gateway, client, targets and relays hold no streams from earlier work. */
   async idle(): Promise<void> {
     await Promise.all([
       this.#gateway.request('idle'),

@@ -22,14 +22,18 @@ export interface TlsPipeReady {
   cert: string;
 }
 
-const sockets = new HeldSockets();
+const sockets = new HeldSockets(`tls pipe (${process.argv[2]})`);
 
 function serveFar(socket: Socket): void {
   sockets.track(socket);
+  // The server is half-open for the relay's sake; a FIN before the header ends the attempt.
+  const endedEarly = () => socket.destroy();
+  socket.once('end', endedEarly);
   const onReadable = () => {
     const header = socket.read(2) as Buffer | null;
     if (!header) return;
     socket.off('readable', onReadable);
+    socket.off('end', endedEarly);
     const target = connect({
       host: '127.0.0.1',
       port: header.readUInt16BE(0),
@@ -70,6 +74,8 @@ void serveParent<TlsPipeReady>(async () => {
         ca: farCert,
         servername: 'localhost',
       });
+      // tls.connect's options have no allowHalfOpen; join() needs both ends half-open.
+      far.allowHalfOpen = true;
       far.setNoDelay(true);
       join(sockets.track(socket), sockets.track(far));
     });
