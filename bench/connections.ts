@@ -6,6 +6,7 @@
  * (bench/socks5-relay-process.ts), the second baseline the SOCKS5 rows' notes compare with.
  */
 import type { Socket } from 'node:net';
+import { cpus } from 'node:os';
 import { type Door, openDoor } from './doors.js';
 import { Echoer } from './exchange.js';
 import type { Endpoint } from './socks5-client.js';
@@ -83,6 +84,28 @@ export function cpuPerConnection(record: CpuRecord, completed: number): Measured
   return micros;
 }
 
+/**
+ * The CPU ceiling: the CPU all benchmark processes together (generator and targets included)
+ * spent per connection, and the rate the machine's cores would allow at that cost if they were
+ * busy all the time. No shorter wait raises a rate above it; only less CPU per connection does.
+ */
+export function cpuCeiling(
+  cpuMicros: Partial<Record<string, number>>,
+  cores: number,
+): { micros: number; perSecond: number } {
+  const micros = Object.values(cpuMicros).reduce((sum: number, value) => sum + (value ?? 0), 0);
+  return { micros, perSecond: micros > 0 ? (cores * 1e6) / micros : Number.POSITIVE_INFINITY };
+}
+
+/** `cpuCeiling` of each run, medians, in words. */
+export function ceilingNote(runs: readonly Partial<Record<string, number>>[]): string {
+  const cores = cpus().length;
+  const ceilings = runs.map((cpuMicros) => cpuCeiling(cpuMicros, cores));
+  const micros = medianOf(ceilings.map(({ micros }) => micros));
+  const perSecond = Math.round(summarize(ceilings.map(({ perSecond }) => perSecond)).median);
+  return `all processes ${micros} µs, so ${cores} cores allow at most ${perSecond.toLocaleString('en-US')} /s`;
+}
+
 export function medianOf(values: readonly number[]): string {
   return summarize(values).median.toFixed(0);
 }
@@ -93,10 +116,11 @@ export function relayNote(
   relayCpu: string,
   failed: number,
   posternRate: number,
+  ceiling: string,
 ): string {
   const failures = failed > 0 ? ` (relay: ${failed} FAILED)` : '';
   const rate = Math.round(relayRate).toLocaleString('en-US');
-  return `bare SOCKS5 relay ${rate} /s, ${relayCpu} µs${failures} (Postern ${(posternRate / relayRate).toFixed(2)}×)`;
+  return `bare SOCKS5 relay ${rate} /s, ${relayCpu} µs${failures} (Postern ${(posternRate / relayRate).toFixed(2)}×; ${ceiling})`;
 }
 
 export const connectionsWorkload: Workload = {
@@ -131,8 +155,9 @@ export const connectionsWorkload: Workload = {
     const rows: Row[] = [];
     const runsOf = (key: string) => results.get(key)!;
     const rate = (key: string) => summarize(runsOf(key).map(({ result }) => result.perSecond));
+    const cpuOfRuns = (key: string) => runsOf(key).map(({ cpuMicros }) => cpuMicros);
     const cpu = (key: string, name: ProcessName) =>
-      medianOf(runsOf(key).map(({ cpuMicros }) => cpuMicros[name] ?? 0));
+      medianOf(cpuOfRuns(key).map((cpuMicros) => cpuMicros[name] ?? 0));
     for (const parallel of profile.parallelism) {
       const relayKey = `${parallel} ${relay.name}`;
       const relayRate = rate(relayKey);
@@ -144,7 +169,7 @@ export const connectionsWorkload: Workload = {
         const completed = runs.reduce((sum, result) => sum + result.completed, 0);
         const againstRelay =
           name === 'socks5'
-            ? `; ${relayNote(relayRate.median, cpu(relayKey, 'socks5 relay'), relayFailed, rate(key).median)}`
+            ? `; ${relayNote(relayRate.median, cpu(relayKey, 'socks5 relay'), relayFailed, rate(key).median, ceilingNote(cpuOfRuns(relayKey)))}`
             : '';
         rows.push({
           workload:
@@ -158,7 +183,7 @@ export const connectionsWorkload: Workload = {
           target: TARGETS[parallel] ?? null,
           note:
             `${completed.toLocaleString('en-US')} exchanges${failed > 0 ? `, ${failed} FAILED` : ''}; ` +
-            `CPU per connection: gateway ${cpu(key, 'gateway')} µs, client ${cpu(key, 'client')} µs` +
+            `CPU per connection: gateway ${cpu(key, 'gateway')} µs, client ${cpu(key, 'client')} µs, ${ceilingNote(cpuOfRuns(key))}` +
             againstRelay,
         });
       }

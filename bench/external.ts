@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import { cpuPerConnection, medianOf, relayNote, TARGETS } from './connections.js';
+import { ceilingNote, cpuPerConnection, medianOf, relayNote, TARGETS } from './connections.js';
 import { DIRECT, type DoorSpec, openDoor } from './doors.js';
 import { Nginx } from './nginx.js';
 import { processCpuMicros } from './proc-stat.js';
@@ -160,6 +160,7 @@ export const externalWorkload: Workload = {
       const known = of(name).flatMap(({ perRequest }) => perRequest[process] ?? []);
       return known.length === 0 ? '?' : medianOf(known);
     };
+    const cpuOfRuns = (name: string) => of(name).map(({ perRequest }) => perRequest);
     const failures = (name: string) => of(name).reduce((sum, { failed }) => sum + failed, 0);
     // hey's CPU is its own, not the parent's: kept out of context.cpu and the generator check.
     const heyShares = (proxied: boolean) =>
@@ -180,7 +181,7 @@ export const externalWorkload: Workload = {
         const firstFailure = results.find((result) => result.firstFailure)?.firstFailure;
         const againstRelay =
           way.name === 'socks5'
-            ? `; ${relayNote(rate(relay).median, cpu(relay, 'socks5 relay'), failures(relay), rate(way.name).median)}`
+            ? `; ${relayNote(rate(relay).median, cpu(relay, 'socks5 relay'), failures(relay), rate(way.name).median, ceilingNote(cpuOfRuns(relay)))}`
             : '';
         return {
           workload: `New connections, ${PARALLEL} parallel, hey → nginx`,
@@ -193,7 +194,7 @@ export const externalWorkload: Workload = {
             `${ok.toLocaleString('en-US')} answered 200` +
             (failed > 0 ? `, ${failed} FAILED (${firstFailure})` : '') +
             `; CPU per connection: gateway ${cpu(way.name, 'gateway')} µs, client ${cpu(way.name, 'client')} µs, ` +
-            `hey ${cpu(way.name, 'hey')} µs, nginx ${cpu(way.name, 'nginx')} µs (direct: hey ${cpu('direct', 'hey')} µs, nginx ${cpu('direct', 'nginx')} µs)` +
+            `hey ${cpu(way.name, 'hey')} µs, nginx ${cpu(way.name, 'nginx')} µs, ${ceilingNote(cpuOfRuns(way.name))} (direct: hey ${cpu('direct', 'hey')} µs, nginx ${cpu('direct', 'nginx')} µs)` +
             againstRelay,
         };
       });
