@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { FailureLimiter, GroupAuthority, safeEqual } from '../src/gateway/auth.js';
+import { Cancellation } from '../src/tunnel/cancellation.js';
 
 describe('safeEqual', () => {
   it('is true only for identical strings', () => {
@@ -207,6 +208,18 @@ describe('FailureLimiter', () => {
     await assert.rejects(waiting, { name: 'AbortError' });
     assert.ok(performance.now() - started < 1000);
     await assert.rejects(limiter.wait(address, AbortSignal.abort()), { name: 'AbortError' });
+  });
+
+  it('wait() rejects with AbortError as soon as a cancellation is cancelled', async () => {
+    const limiter = new FailureLimiter({ freeFailures: 1, maxDelayMs: 60_000, blockAfter: 1000 });
+    for (let i = 0; i < 30; i++) limiter.recordFailure(address);
+    const left = new Cancellation();
+    const started = performance.now();
+    const waiting = limiter.wait(address, left);
+    setImmediate(() => left.cancel(new Error('user left')));
+    await assert.rejects(waiting, { name: 'AbortError' });
+    assert.ok(performance.now() - started < 1000);
+    await assert.rejects(limiter.wait(address, left), { name: 'AbortError' });
   });
 
   it('wait() given milliseconds gives up after that long, rejecting with AbortError', async () => {

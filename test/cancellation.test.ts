@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Cancellation, cancellationFrom } from '../src/tunnel/cancellation.js';
+import { abortSignalFor, Cancellation } from '../src/tunnel/cancellation.js';
 
 test('cancel() calls each listener once, in order, with the reason', () => {
   const cancellation = new Cancellation();
@@ -41,19 +41,25 @@ test('a listener added after the cancel is never called', () => {
   assert.equal(cancellation.reason?.message, 'early');
 });
 
-test('cancellationFrom follows an AbortSignal until disposed', () => {
-  const followed = new AbortController();
-  const { cancellation } = cancellationFrom(followed.signal);
+test('abortSignalFor follows a cancellation until disposed', () => {
+  const followed = new Cancellation();
+  const { signal } = abortSignalFor(followed);
+  assert.equal(signal.aborted, false);
   const reason = new Error('user left');
-  followed.abort(reason);
-  assert.equal(cancellation.reason, reason);
+  followed.cancel(reason);
+  assert.equal(signal.aborted, true);
+  assert.equal(signal.reason, reason);
 
-  const disposedOf = new AbortController();
-  const later = cancellationFrom(disposedOf.signal);
+  const disposedOf = new Cancellation();
+  const later = abortSignalFor(disposedOf);
   later.dispose();
-  disposedOf.abort(new Error('too late'));
-  assert.equal(later.cancellation.cancelled, false);
+  disposedOf.cancel(new Error('too late'));
+  assert.equal(later.signal.aborted, false);
 
-  const { cancellation: atOnce } = cancellationFrom(AbortSignal.abort('not an Error'));
-  assert.equal(atOnce.reason?.message, 'not an Error');
+  const early = new Cancellation();
+  const earlyReason = new Error('already gone');
+  early.cancel(earlyReason);
+  const atOnce = abortSignalFor(early).signal;
+  assert.equal(atOnce.aborted, true);
+  assert.equal(atOnce.reason, earlyReason);
 });

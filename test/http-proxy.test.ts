@@ -893,6 +893,42 @@ describe('HTTP and HTTPS proxy through the tunnel', () => {
     assert.ok([18, 56].includes(chunked.code), `curl exit ${chunked.code}: ${chunked.stderr}`);
   });
 
+  test('a user who leaves in the middle of a response frees the target’s connection', async () => {
+    // The target streams without end; only the user's leaving can stop it.
+    let targetSocket: Socket | undefined;
+    const endless = await startTcpServer((socket) => {
+      targetSocket = socket;
+      socket.on('error', () => socket.destroy());
+      socket.once('data', () => {
+        socket.write('HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n');
+        const chunk = Buffer.alloc(16 * 1024, 0x62);
+        const more = () => {
+          while (!socket.destroyed && socket.write(chunk));
+        };
+        socket.on('drain', more);
+        more();
+      });
+    });
+    const user = connect({ host: '127.0.0.1', port: httpPort });
+    try {
+      const url = `http://127.0.0.1:${endless.port}/endless`;
+      user.write(
+        `GET ${url} HTTP/1.1\r\nHost: 127.0.0.1:${endless.port}\r\nProxy-Authorization: ${basic(GROUP, PASSWORD)}\r\n\r\n`,
+      );
+      const head = (await readExactly(user, 64 * 1024)).toString('latin1');
+      assert.match(head, /^HTTP\/1\.1 200 /);
+      assert.ok(targetSocket, 'the target was reached');
+      const target = targetSocket;
+      // Not once(): the target may see an error (its writes reset) before it closes.
+      const targetClosed = new Promise((resolve) => target.once('close', resolve));
+      user.destroy();
+      await targetClosed;
+    } finally {
+      user.destroy();
+      await endless.close();
+    }
+  });
+
   test('curl --proxy https:// speaks TLS to the proxy itself', async () => {
     const https = proxyUrl('https', httpsPort);
     const plain = await curl([

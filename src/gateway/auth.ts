@@ -6,6 +6,7 @@
 import { createHash, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import { abortSignalFor, type CancelSignal } from '../tunnel/cancellation.js';
 
 const scryptAsync = promisify(scrypt) as (
   password: string,
@@ -143,14 +144,23 @@ export class FailureLimiter {
 
   /**
    * Waits out the penalty for `address`. The wait ends early (rejecting with an AbortError) when
-   * `stop` aborts or, given as milliseconds, once that long has passed; that timer is only made
-   * when there is a penalty, as most connections have none.
+   * `stop` aborts or is cancelled or, given as milliseconds, once that long has passed; the
+   * signal or timer for that is only made when there is a penalty, as most connections have none.
    */
-  async wait(address: string, stop: AbortSignal | number): Promise<void> {
+  async wait(address: string, stop: AbortSignal | CancelSignal | number): Promise<void> {
     const delay = this.delayFor(address);
     if (delay === 0) return;
-    const signal = typeof stop === 'number' ? AbortSignal.timeout(stop) : stop;
-    await sleep(delay, undefined, { signal });
+    if (typeof stop === 'number' || stop instanceof AbortSignal) {
+      const signal = typeof stop === 'number' ? AbortSignal.timeout(stop) : stop;
+      await sleep(delay, undefined, { signal });
+      return;
+    }
+    const { signal, dispose } = abortSignalFor(stop);
+    try {
+      await sleep(delay, undefined, { signal });
+    } finally {
+      dispose();
+    }
   }
 
   recordFailure(address: string): void {

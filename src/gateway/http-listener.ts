@@ -8,7 +8,6 @@
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { cancellationFrom } from '../tunnel/cancellation.js';
 import { StreamKind } from '../tunnel/constants.js';
 import type { FrontDoorOptions } from './front-door.js';
 import { HttpProxy, httpProxyServerOptions } from './http-proxy.js';
@@ -54,29 +53,23 @@ export class HttpProxyListener {
     guard?.install(this.#server);
     this.#proxy = new HttpProxy(this.#server, {
       logger,
-      authenticate: async (credentials, remote, signal) => {
+      authenticate: async (credentials, remote, left) => {
         if (credentials === null) return noAuthGroup ?? null;
         if (limiter.isBlocked(remote)) return null;
         // Counted as a failure until it succeeds, so parallel guesses are slowed down too.
         limiter.recordFailure(remote);
-        await limiter.wait(remote, signal);
+        await limiter.wait(remote, left);
         const check = await authority.checkGroup(credentials.username, credentials.password, false);
         if (check !== 'ok') return null;
         limiter.recordSuccess(remote);
         return credentials.username;
       },
-      open: async (group, target, signal) => {
-        const { cancellation, dispose } = cancellationFrom(signal);
-        try {
-          return await registry.open(
-            group,
-            { kind: StreamKind.TCP, host: target.host, port: target.port },
-            { timeoutMs: openTimeoutMs, cancellation },
-          );
-        } finally {
-          dispose();
-        }
-      },
+      open: (group, target, left) =>
+        registry.open(
+          group,
+          { kind: StreamKind.TCP, host: target.host, port: target.port },
+          { timeoutMs: openTimeoutMs, cancellation: left },
+        ),
     });
   }
 

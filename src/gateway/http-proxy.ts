@@ -30,9 +30,10 @@ import {
   STATUS_CODES,
 } from 'node:http';
 import { isIPv6, type Socket } from 'node:net';
-import { type Duplex, pipeline } from 'node:stream';
+import { type Duplex, finished } from 'node:stream';
 import { isPosternError, PosternError } from '../errors.js';
 import { deferredChild, type Log } from '../observability/logger.js';
+import { Cancellation, type CancelSignal } from '../tunnel/cancellation.js';
 import { Reason } from '../tunnel/constants.js';
 import { relayUser } from './user-relay.js';
 
@@ -68,18 +69,18 @@ export interface ForwardTarget extends ProxyTarget {
 export interface HttpProxyHandlers {
   /**
    * The group a user may use, or null (answered 407). `credentials` is null when the request
-   * carried none; `signal` aborts when the user leaves.
+   * carried none; `cancellation` is cancelled when the user leaves.
    */
   authenticate(
     credentials: ProxyCredentials | null,
     remoteAddress: string,
-    signal: AbortSignal,
+    cancellation: CancelSignal,
   ): Promise<string | null>;
   /**
    * Opens a tunnel stream to the target. Rejects with a PosternError whose `code` and `reason`
-   * say why; `signal` aborts when the user leaves.
+   * say why; `cancellation` is cancelled when the user leaves.
    */
-  open(group: string, target: ProxyTarget, signal: AbortSignal): Promise<Duplex>;
+  open(group: string, target: ProxyTarget, cancellation: CancelSignal): Promise<Duplex>;
   logger: Log;
 }
 
@@ -200,7 +201,7 @@ export class HttpProxy {
       this.#reply(res, { status: 400, error: 'http_request_error', details: target });
       return;
     }
-    const group = await this.#authorize(req, connection.signal, log);
+    const group = await this.#authorize(req, connection.left, log);
     if (typeof group !== 'string') {
       if (group !== null) this.#reply(res, group, PROXY_AUTHENTICATE);
       return;
@@ -246,7 +247,7 @@ export class HttpProxy {
     upstream.once('close', readBodyAway);
     upstream.on('error', (error) => {
       readBodyAway();
-      // After the response began, its own pipeline reports how it ended.
+      // After the response began, pipeResponse reports how it ended.
       if (responded) return;
       if (res.destroyed) {
         log.debug({ err: error }, 'http request abandoned: user left');
@@ -292,8 +293,7 @@ export class HttpProxy {
     response.once('end', () => {
       if (response.rawTrailers.length > 0) res.addTrailers(fieldPairs(response.rawTrailers));
     });
-    // A failure on either side destroys both: the user's connection closes without a clean end.
-    pipeline(response, res, (error) => {
+    pipeResponse(response, res, (error) => {
       if (error) log.info({ status, err: error }, 'http response cut');
       else log.debug({ status }, 'http request forwarded');
       if (this.#draining) this.#server.closeIdleConnections();
@@ -320,7 +320,7 @@ export class HttpProxy {
    */
   async #authorize(
     req: IncomingMessage,
-    signal: AbortSignal,
+    left: CancelSignal,
     log: Log,
   ): Promise<string | ProxyFailure | null> {
     const header = req.headers['proxy-authorization'];
@@ -334,10 +334,10 @@ export class HttpProxy {
       group = await this.#handlers.authenticate(
         credentials,
         req.socket.remoteAddress ?? 'unknown',
-        signal,
+        left,
       );
     } catch (error) {
-      if (signal.aborted) {
+      if (left.cancelled) {
         log.debug({ err: error }, 'proxy authentication cancelled: user left');
         return null;
       }
@@ -389,7 +389,7 @@ export class HttpProxy {
       method: req.method,
       url: req.url,
     });
-    return new Relay(socket, log, (signal) => this.#authorize(req, signal, log), this.#handlers);
+    return new Relay(socket, log, (left) => this.#authorize(req, left, log), this.#handlers);
   }
 
   // ---- parse errors -------------------------------------------------------------------------
@@ -413,7 +413,8 @@ export class HttpProxy {
 /** One kept-alive user connection: its tunnel stream pools and the responses in flight. */
 class UserConnection {
   readonly log: Log;
-  readonly signal: AbortSignal;
+  /** Cancelled when the user's connection has closed. */
+  readonly left: CancelSignal;
   readonly #open: HttpProxyHandlers['open'];
   readonly #agents = new Map<string, TunnelAgent>();
   readonly #responses = new Set<ServerResponse>();
@@ -421,14 +422,10 @@ class UserConnection {
   constructor(socket: Socket, log: Log, open: HttpProxyHandlers['open']) {
     this.log = log;
     this.#open = open;
-    const left = new AbortController();
-    this.signal = left.signal;
+    const left = new Cancellation();
+    this.left = left;
     socket.once('close', () => {
-      left.abort(
-        new PosternError('POSTERN_ERR_OPEN_FAILED', 'the HTTP proxy user disconnected', {
-          reason: Reason.CANCELLED,
-        }),
-      );
+      left.cancel(userLeft());
       for (const agent of this.#agents.values()) agent.destroy();
       log.debug('http connection closed');
     });
@@ -447,7 +444,7 @@ class UserConnection {
   agentFor(group: string): TunnelAgent {
     let agent = this.#agents.get(group);
     if (agent === undefined) {
-      agent = new TunnelAgent((target) => this.#open(group, target, this.signal), this.signal);
+      agent = new TunnelAgent((target) => this.#open(group, target, this.left), this.left);
       this.#agents.set(group, agent);
     }
     return agent;
@@ -460,12 +457,12 @@ class UserConnection {
  */
 class TunnelAgent extends Agent {
   readonly #open: (target: ProxyTarget) => Promise<Duplex>;
-  readonly #signal: AbortSignal;
+  readonly #left: CancelSignal;
 
-  constructor(open: (target: ProxyTarget) => Promise<Duplex>, signal: AbortSignal) {
+  constructor(open: (target: ProxyTarget) => Promise<Duplex>, left: CancelSignal) {
     super({ keepAlive: true });
     this.#open = open;
-    this.#signal = signal;
+    this.#left = left;
   }
 
   override createConnection(
@@ -476,9 +473,10 @@ class TunnelAgent extends Agent {
     const done = callback as (error: Error | null, stream?: Duplex) => void;
     this.#open(target).then(
       (stream) => {
-        if (this.#signal.aborted) {
+        const reason = this.#left.reason;
+        if (reason !== undefined) {
           stream.destroy();
-          done(this.#signal.reason as Error);
+          done(reason);
           return;
         }
         done(null, poolable(stream));
@@ -504,19 +502,58 @@ function poolable(stream: Duplex): Duplex {
   });
 }
 
+/** Why an open or an authentication was cancelled: the user's connection closed. */
+function userLeft(): PosternError {
+  return new PosternError('POSTERN_ERR_OPEN_FAILED', 'the HTTP proxy user disconnected', {
+    reason: Reason.CANCELLED,
+  });
+}
+
+/**
+ * Copies a target's response body to the user with `stream.pipeline`'s rule: a failure on either
+ * side destroys both (the user's connection closes without a clean end), and `done` runs once,
+ * when the user's response has finished or either side failed. Not `pipeline` itself: in Node 20
+ * it makes an AbortController for every call and a DOMException when it completes (with the
+ * per-connection AbortControllers this replaced, ~6% of the gateway's busy time in a profile of
+ * forwarded GETs; docs/performance.md).
+ */
+function pipeResponse(
+  response: IncomingMessage,
+  res: ServerResponse,
+  done: (error: Error | undefined) => void,
+): void {
+  let settled = false;
+  const settle = (error: Error | null | undefined) => {
+    if (settled) return;
+    settled = true;
+    stopWatchingResponse();
+    stopWatchingRes();
+    if (error) {
+      response.destroy();
+      res.destroy();
+    }
+    done(error ?? undefined);
+  };
+  const stopWatchingResponse = finished(response, (error) => {
+    if (error) settle(error);
+  });
+  const stopWatchingRes = finished(res, settle);
+  response.pipe(res);
+}
+
 /** A CONNECT or upgraded connection: authorize, open the stream, then splice. */
 class Relay {
   readonly #socket: Socket;
   readonly #log: Log;
   /** Used once, by open(); dropped then so the relay does not keep the request alive. */
-  #authorize: ((signal: AbortSignal) => Promise<string | ProxyFailure | null>) | undefined;
+  #authorize: ((left: CancelSignal) => Promise<string | ProxyFailure | null>) | undefined;
   readonly #handlers: HttpProxyHandlers;
   #socketError: Error | undefined;
 
   constructor(
     socket: Socket,
     log: Log,
-    authorize: (signal: AbortSignal) => Promise<string | ProxyFailure | null>,
+    authorize: (left: CancelSignal) => Promise<string | ProxyFailure | null>,
     handlers: HttpProxyHandlers,
   ) {
     this.#socket = socket;
@@ -547,20 +584,14 @@ class Relay {
   async open(target: ProxyTarget): Promise<Duplex | null> {
     const socket = this.#socket;
     if (socket.destroyed) return null;
-    const left = new AbortController();
-    const abortOnClose = () => {
-      left.abort(
-        new PosternError('POSTERN_ERR_OPEN_FAILED', 'the HTTP proxy user disconnected', {
-          reason: Reason.CANCELLED,
-        }),
-      );
-    };
-    socket.once('close', abortOnClose);
+    const left = new Cancellation();
+    const cancelOnClose = () => left.cancel(userLeft());
+    socket.once('close', cancelOnClose);
     try {
       const authorize = this.#authorize;
       this.#authorize = undefined;
       if (authorize === undefined) throw new Error('a relay opens once');
-      const group = await authorize(left.signal);
+      const group = await authorize(left);
       if (group === null) {
         socket.destroy();
         return null;
@@ -569,16 +600,16 @@ class Relay {
         this.refuse(group, PROXY_AUTHENTICATE);
         return null;
       }
-      return await this.#openFor(group, target, left.signal);
+      return await this.#openFor(group, target, left);
     } finally {
-      socket.off('close', abortOnClose);
+      socket.off('close', cancelOnClose);
     }
   }
 
-  async #openFor(group: string, target: ProxyTarget, signal: AbortSignal): Promise<Duplex | null> {
+  async #openFor(group: string, target: ProxyTarget, left: CancelSignal): Promise<Duplex | null> {
     let stream: Duplex;
     try {
-      stream = await this.#handlers.open(group, target, signal);
+      stream = await this.#handlers.open(group, target, left);
     } catch (error) {
       if (this.#socket.destroyed) {
         this.#log.debug({ err: error }, 'http relay cancelled: user left');

@@ -53,21 +53,16 @@ export class Cancellation implements CancelSignal {
 }
 
 /**
- * A cancellation that follows `signal`, for callers that hold an AbortSignal; `dispose()` removes
- * the listener once the operation is over, so it does not outlive it on a long-lived signal.
+ * An AbortSignal that follows `cancellation`, for an API that takes one (a timer from
+ * `node:timers/promises`) off the hot path; `dispose()` removes the listener once the operation
+ * is over, so it does not outlive it on a long-lived cancellation.
  */
-export function cancellationFrom(signal: AbortSignal): {
-  cancellation: CancelSignal;
+export function abortSignalFor(cancellation: CancelSignal): {
+  signal: AbortSignal;
   dispose(): void;
 } {
-  const cancellation = new Cancellation();
-  const onAbort = () => cancellation.cancel(abortReason(signal));
-  if (signal.aborted) onAbort();
-  else signal.addEventListener('abort', onAbort, { once: true });
-  return { cancellation, dispose: () => signal.removeEventListener('abort', onAbort) };
-}
-
-function abortReason(signal: AbortSignal): Error {
-  const reason: unknown = signal.reason;
-  return reason instanceof Error ? reason : new Error(String(reason));
+  const controller = new AbortController();
+  const dispose = cancellation.onCancel((reason) => controller.abort(reason));
+  if (cancellation.cancelled) controller.abort(cancellation.reason);
+  return { signal: controller.signal, dispose };
 }
