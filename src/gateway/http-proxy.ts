@@ -227,14 +227,6 @@ export class HttpProxy {
       maxHeaderSize: MAX_HEADER_BYTES,
     });
     let responded = false;
-    const expectsContinue = /\b100-continue\b/i.test(req.headers.expect ?? '');
-    upstream.on('continue', () => {
-      if (expectsContinue && !res.headersSent) res.writeContinue();
-    });
-    upstream.once('response', (response) => {
-      responded = true;
-      this.#relayResponse(response, res, log);
-    });
     // Whatever of the body the upstream no longer takes is read away, so the user's connection
     // can carry its next request. A target may answer before reading the whole body and then
     // close (nginx does, without keep-alive); the answer reaches the user, the rest of the body
@@ -244,6 +236,23 @@ export class HttpProxy {
       req.unpipe(upstream);
       req.resume();
     };
+    const expectsContinue = /\b100-continue\b/i.test(req.headers.expect ?? '');
+    upstream.on('continue', () => {
+      if (expectsContinue && !res.headersSent) res.writeContinue();
+    });
+    upstream.once('response', (response) => {
+      responded = true;
+      // Once a response is complete, Node's HTTP client stops passing its socket's 'drain' on to
+      // the request: a body still on its way would stall for good, and the user's next request
+      // behind it. The target has answered, so the rest of the body goes nowhere, and the stream,
+      // whose request was cut short, is not kept for reuse.
+      response.once('end', () => {
+        if (upstream.writableEnded) return;
+        readBodyAway();
+        upstream.destroy();
+      });
+      this.#relayResponse(response, res, log);
+    });
     upstream.once('close', readBodyAway);
     upstream.on('error', (error) => {
       readBodyAway();
