@@ -248,6 +248,7 @@ export class HttpProxy {
       // whose request was cut short, is not kept for reuse.
       response.once('end', () => {
         if (upstream.writableEnded) return;
+        log.debug('http request body cut: the target answered before taking all of it');
         readBodyAway();
         upstream.destroy();
       });
