@@ -853,74 +853,58 @@ describe('HTTP and HTTPS proxy through the tunnel', () => {
     }
   });
 
-  test('a target that answers before reading the body and closes leaves the user connection usable', async () => {
-    // As nginx without keep-alive does with a body it does not want: the reply, then FIN, and
-    // the rest of the body read away until the client closes.
-    const early = await startTcpServer((socket) => {
-      socket.on('error', () => socket.destroy());
-      socket.once('data', () => {
-        socket.end('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nearly');
+  const earlyAnswers = [
+    {
+      ending: 'closes',
+      // As nginx without keep-alive does with a body it does not want: the reply, then FIN, and
+      // the rest of the body read away until the client closes.
+      answer: (socket: Socket) =>
+        socket.end('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nearly'),
+      size: 1024 * 1024,
+    },
+    {
+      ending: 'keeps the connection',
+      // As nginx does on a kept-alive connection: the reply at once, then the body read and
+      // thrown away. Node's HTTP client stops passing on 'drain' once the reply is complete, so a
+      // body larger than the tunnel's window stalled behind it.
+      answer: (socket: Socket) => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly'),
+      size: 4 * 1024 * 1024,
+    },
+  ];
+  for (const { ending, answer, size } of earlyAnswers) {
+    test(`a target that answers before reading the body and ${ending} leaves the user connection usable`, async () => {
+      const early = await startTcpServer((socket) => {
+        socket.on('error', () => socket.destroy());
+        socket.once('data', () => answer(socket));
+        socket.resume();
       });
-      socket.resume();
+      try {
+        const file = join(dir, `unwanted-${size}.bin`);
+        await writeRandomFile(file, size);
+        const url = `http://127.0.0.1:${early.port}/`;
+        // Two POSTs on one proxy connection: the second waits for the first body to be read away.
+        const { code, stdout, stderr } = await curl([
+          '-x',
+          http(),
+          // The target sends no 100 Continue: curl is not to wait for one and give up the body.
+          '-H',
+          'Expect:',
+          '--max-time',
+          '10',
+          '--data-binary',
+          `@${file}`,
+          '-w',
+          ' %{http_code} %{num_connects}\n',
+          url,
+          url,
+        ]);
+        assert.equal(code, 0, stderr);
+        assert.equal(stdout, 'early 200 1\nearly 200 0\n');
+      } finally {
+        await early.close();
+      }
     });
-    try {
-      const file = join(dir, 'unwanted.bin');
-      await writeRandomFile(file, 1024 * 1024);
-      const url = `http://127.0.0.1:${early.port}/`;
-      // Two POSTs on one proxy connection: the second waits for the first body to be read away.
-      const { code, stdout, stderr } = await curl([
-        '-x',
-        http(),
-        '--data-binary',
-        `@${file}`,
-        '-w',
-        ' %{http_code} %{num_connects}\n',
-        url,
-        url,
-      ]);
-      assert.equal(code, 0, stderr);
-      assert.equal(stdout, 'early 200 1\nearly 200 0\n');
-    } finally {
-      await early.close();
-    }
-  });
-
-  test('a target that answers before reading the body and keeps the connection leaves the user connection usable', async () => {
-    // As nginx does with a body it does not want on a kept-alive connection: the reply at once,
-    // then the body read and thrown away. Node's HTTP client stops passing on 'drain' once the
-    // reply is complete, so a body larger than the tunnel's window stalled behind it.
-    const early = await startTcpServer((socket) => {
-      socket.on('error', () => socket.destroy());
-      socket.once('data', () => {
-        socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly');
-      });
-      socket.resume();
-    });
-    try {
-      const file = join(dir, 'unwanted-kept.bin');
-      await writeRandomFile(file, 4 * 1024 * 1024);
-      const url = `http://127.0.0.1:${early.port}/`;
-      const { code, stdout, stderr } = await curl([
-        '-x',
-        http(),
-        // curl would otherwise wait for 100 Continue, and give up sending the body.
-        '-H',
-        'Expect:',
-        '--max-time',
-        '10',
-        '--data-binary',
-        `@${file}`,
-        '-w',
-        ' %{http_code} %{num_connects}\n',
-        url,
-        url,
-      ]);
-      assert.equal(code, 0, stderr);
-      assert.equal(stdout, 'early 200 1\nearly 200 0\n');
-    } finally {
-      await early.close();
-    }
-  });
+  }
 
   test('a response cut by the target is cut for the user too, never a clean end', async () => {
     const withLength = await curl(['-x', http(), `http://127.0.0.1:${web.port}/cut`]);
