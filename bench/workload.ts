@@ -39,7 +39,7 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     name: 'quick',
     runs: 3,
     bulkBytes: 64 * 1024 ** 2,
-    connectionSeconds: 0.5,
+    connectionSeconds: 0.3,
     parallelism: [1, 50, 100],
     roundTrips: 300,
     warmupRoundTrips: 50,
