@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { FailureLimiter, GroupAuthority, safeEqual } from '../src/gateway/auth.js';
-import { Cancellation } from '../src/tunnel/cancellation.js';
+import { Cancellation, type CancelSignal } from '../src/tunnel/cancellation.js';
 
 describe('safeEqual', () => {
   it('is true only for identical strings', () => {
@@ -220,6 +220,32 @@ describe('FailureLimiter', () => {
     await assert.rejects(waiting, { name: 'AbortError' });
     assert.ok(performance.now() - started < 1000);
     await assert.rejects(limiter.wait(address, left), { name: 'AbortError' });
+  });
+
+  it('wait() leaves no listener on a cancellation that outlives it', async () => {
+    const limiter = new FailureLimiter({ freeFailures: 1, maxDelayMs: 20 });
+    limiter.recordFailure(address);
+    assert.equal(limiter.delayFor(address), 20);
+    const connection = new Cancellation();
+    let listening = 0;
+    const counting: CancelSignal = {
+      get cancelled() {
+        return connection.cancelled;
+      },
+      get reason() {
+        return connection.reason;
+      },
+      onCancel(listener) {
+        listening += 1;
+        const remove = connection.onCancel(listener);
+        return () => {
+          listening -= 1;
+          remove();
+        };
+      },
+    };
+    await limiter.wait(address, counting);
+    assert.equal(listening, 0);
   });
 
   it('wait() given milliseconds gives up after that long, rejecting with AbortError', async () => {
