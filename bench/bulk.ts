@@ -3,7 +3,8 @@
  * `bulkBytes`, each through every door and directly. The receiver counts the bytes and compares
  * each with the byte sent at its offset; a transfer counts as intact only if all match. Each run
  * also moves the same bytes through a bare TLS relay (bench/tls-pipe-process.ts), the second
- * baseline the notes give.
+ * baseline the notes give, and makes two downloads at once (a quarter of `bulkBytes` between
+ * them) through every door, directly and through two connections of the relay.
  */
 import type { Socket } from 'node:net';
 import { type Door, openDoor } from './doors.js';
@@ -81,6 +82,31 @@ function formatSize(bytes: number): string {
   return bytes >= 1024 ** 3 ? `${bytes / 1024 ** 3} GiB` : `${bytes / 1024 ** 2} MiB`;
 }
 
+/**
+ * Two downloads at once through `door`, `total` bytes between them, timed from the first request
+ * to the last byte of both: how the tunnel shares itself between transfers.
+ */
+export async function twoDownloads(
+  door: Door,
+  source: Endpoint,
+  total: number,
+): Promise<TransferResult> {
+  const started = performance.now();
+  const both = await Promise.all([
+    download(door, source, total / 2),
+    download(door, source, total / 2),
+  ]);
+  return {
+    seconds: (performance.now() - started) / 1000,
+    intact: both.every((result) => result.intact),
+  };
+}
+
+/** The bytes both parallel downloads carry together: a quarter of a single transfer's. */
+function parallelBytes(bytes: number): number {
+  return bytes / 4;
+}
+
 export const bulkWorkload: Workload = {
   name: 'bulk',
   async run(context: WorkloadContext): Promise<Row[]> {
@@ -90,10 +116,11 @@ export const bulkWorkload: Workload = {
     const doors = doorsWithBaseline(context);
     const pipe = openDoor(system.tlsPipe);
     const results = new Map<string, TransferResult[]>();
+    const sizeOf = (key: string) => (key.startsWith('two ') ? parallelBytes(bytes) : bytes);
     const record = (key: string, result: TransferResult) => {
       results.set(key, [...(results.get(key) ?? []), result]);
       context.progress(
-        `bulk ${key} run ${results.get(key)!.length}: ${(bytes / MB / result.seconds).toFixed(0)} MB/s${result.intact ? '' : ' DATA MISMATCH'}`,
+        `bulk ${key} run ${results.get(key)!.length}: ${(sizeOf(key) / MB / result.seconds).toFixed(0)} MB/s${result.intact ? '' : ' DATA MISMATCH'}`,
       );
     };
     for (let run = 1; run <= profile.runs; run++) {
@@ -113,17 +140,29 @@ export const bulkWorkload: Workload = {
         record(`${direction} ${pipe.name}`, await transferThrough(pipe));
         await system.idle();
       }
+      for (const { spec, name } of [...doors, { spec: system.tlsPipe, name: pipe.name }]) {
+        record(
+          `two ${name}`,
+          await twoDownloads(openDoor(spec), endpoint(sourcePort), parallelBytes(bytes)),
+        );
+        await system.idle();
+      }
     }
     const rows: Row[] = [];
     const throughput = (key: string) =>
-      summarize(results.get(key)!.map((result) => bytes / MB / result.seconds));
+      summarize(results.get(key)!.map((result) => sizeOf(key) / MB / result.seconds));
+    const intactNote = (transfers: readonly TransferResult[]) => {
+      const intact = transfers.filter((result) => result.intact).length;
+      return intact === transfers.length
+        ? `intact ${intact}/${transfers.length} (every byte compared)`
+        : `DATA MISMATCH: intact ${intact}/${transfers.length}`;
+    };
     for (const direction of ['download', 'upload'] as Direction[]) {
       const direct = throughput(`${direction} direct`);
       const relay = throughput(`${direction} ${pipe.name}`);
       const pipeIntact = results.get(`${direction} ${pipe.name}`)!.every((result) => result.intact);
       for (const { name } of doors.slice(1)) {
         const transfers = results.get(`${direction} ${name}`)!;
-        const intact = transfers.filter((result) => result.intact).length;
         const postern = throughput(`${direction} ${name}`);
         const againstPipe = `bare TLS relay ${relay.median.toFixed(0)} MB/s (Postern ${(postern.median / relay.median).toFixed(2)}×)${pipeIntact ? '' : ' (pipe DATA MISMATCH)'}`;
         rows.push({
@@ -133,13 +172,22 @@ export const bulkWorkload: Workload = {
           postern,
           direct,
           target: '≥ 400 MB/s',
-          note: `${
-            intact === transfers.length
-              ? `intact ${intact}/${transfers.length} (every byte compared)`
-              : `DATA MISMATCH: intact ${intact}/${transfers.length}`
-          }; ${againstPipe}`,
+          note: `${intactNote(transfers)}; ${againstPipe}`,
         });
       }
+    }
+    const pairRelay = throughput(`two ${pipe.name}`);
+    for (const { name } of doors.slice(1)) {
+      const postern = throughput(`two ${name}`);
+      rows.push({
+        workload: `Bulk download ${formatSize(parallelBytes(bytes))}, two streams at once`,
+        door: name,
+        unit: 'MB/s',
+        postern,
+        direct: throughput('two direct'),
+        target: null,
+        note: `${intactNote(results.get(`two ${name}`)!)}; both streams together; two connections through the bare TLS relay ${pairRelay.median.toFixed(0)} MB/s (Postern ${(postern.median / pairRelay.median).toFixed(2)}×)`,
+      });
     }
     return rows;
   },
