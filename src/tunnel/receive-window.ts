@@ -6,15 +6,11 @@
  * in flight is a queue every other stream's frames wait behind. Hence:
  * - A stream that has been the only one receiving DATA for LONE_STREAM_MS delays nobody, and gets
  *   WIDE_WINDOW: one transfer alone on a tunnel then moves 4 MiB per credit round trip.
- * - While a light stream (one whose DATA frames are at most LIGHT_FRAME_MAX: an interactive
- *   exchange) receives DATA beside it, a stream gets SHARED_WINDOW, small enough that the light
- *   stream waits behind about 64 KiB rather than a whole window. In the benchmark's fairness
- *   workload this more than halved the interactive round trip (p50 1.7-2.0 -> 0.5-0.8 ms, p99
- *   6-8 -> 3-5 ms); the bulk stream beside it dropped from about 220 to 150-160 MB/s (alone, it
- *   keeps the wide window). A light stream itself gets SHARED_WINDOW in any company.
- * - Heavy streams (transfers) with no light stream beside them share WIDE_WINDOW: each gets
- *   WIDE_WINDOW divided by their number, and no less than INITIAL_WINDOW. With SHARED_WINDOW each,
- *   two downloads at once carried about two thirds of what one carried alone.
+ * - While another stream receives DATA, a stream gets SHARED_WINDOW, small enough that an
+ *   interactive stream next to a bulk one waits behind about 64 KiB rather than a whole window.
+ *   In the benchmark's fairness workload this more than halved the interactive round trip (p50
+ *   1.7-2.0 -> 0.5-0.8 ms, p99 6-8 -> 3-5 ms); the bulk stream beside it dropped from about
+ *   220 to 150-160 MB/s (alone, it keeps the wide window).
  * Every stream starts with INITIAL_WINDOW of credit (the protocol's constant); the window only
  * decides how much credit is granted back. A wide stream that meets company gets no new credit
  * until it has consumed its excess. Credit once granted cannot be taken back, so a stream counts
@@ -29,12 +25,6 @@ export const SHARED_WINDOW = 64 * 1024;
 /** How long no other stream may have received DATA before a stream's window widens. */
 export const LONE_STREAM_MS = 100;
 export const MAX_WIDE_STREAMS = 4;
-/**
- * DATA frames up to this size mark their stream as light for LONE_STREAM_MS. An interactive
- * exchange sends small frames; a transfer's frames are larger even under SHARED_WINDOW, whose
- * credit comes back in quarters (16 KiB).
- */
-export const LIGHT_FRAME_MAX = 4 * 1024;
 
 export class ReceiveWindows {
   /** The stream that received the latest DATA, and when. */
@@ -42,12 +32,6 @@ export class ReceiveWindows {
   #lastDataAt = Number.NEGATIVE_INFINITY;
   /** When any stream other than #lastStreamId last received DATA. */
   #othersLastDataAt = Number.NEGATIVE_INFINITY;
-  /** The same for light frames only. */
-  #lastLightStreamId = 0;
-  #lastLightAt = Number.NEGATIVE_INFINITY;
-  #othersLightAt = Number.NEGATIVE_INFINITY;
-  /** When each stream last received a frame larger than LIGHT_FRAME_MAX. */
-  #heavyAt = new Map<number, number>();
   #wide = new Set<number>();
   #now: () => number;
 
@@ -55,23 +39,13 @@ export class ReceiveWindows {
     this.#now = now;
   }
 
-  /** A DATA frame of `length` payload bytes arrived for `streamId`. */
-  noteData(streamId: number, length: number): void {
-    const now = this.#now();
+  /** DATA arrived for `streamId`. */
+  noteData(streamId: number): void {
     if (streamId !== this.#lastStreamId) {
       this.#othersLastDataAt = this.#lastDataAt;
       this.#lastStreamId = streamId;
     }
-    this.#lastDataAt = now;
-    if (length > LIGHT_FRAME_MAX) {
-      this.#heavyAt.set(streamId, now);
-      return;
-    }
-    if (streamId !== this.#lastLightStreamId) {
-      this.#othersLightAt = this.#lastLightAt;
-      this.#lastLightStreamId = streamId;
-    }
-    this.#lastLightAt = now;
+    this.#lastDataAt = this.#now();
   }
 
   /**
@@ -79,17 +53,15 @@ export class ReceiveWindows {
    * and has not consumed (held in its queue, in flight, or not yet used by the sender).
    */
   windowFor(streamId: number, outstanding: number): number {
-    const now = this.#now();
-    const window = this.#wanted(streamId, now);
-    if (
-      window > INITIAL_WINDOW &&
-      (this.#wide.has(streamId) || this.#wide.size < MAX_WIDE_STREAMS)
-    ) {
+    const othersLastDataAt =
+      streamId === this.#lastStreamId ? this.#othersLastDataAt : this.#lastDataAt;
+    const alone = this.#now() - othersLastDataAt >= LONE_STREAM_MS;
+    if (alone && (this.#wide.has(streamId) || this.#wide.size < MAX_WIDE_STREAMS)) {
       this.#wide.add(streamId);
-      return window;
+      return WIDE_WINDOW;
     }
     if (outstanding <= INITIAL_WINDOW) this.#wide.delete(streamId);
-    return Math.min(window, INITIAL_WINDOW);
+    return alone ? INITIAL_WINDOW : SHARED_WINDOW;
   }
 
   /**
@@ -98,46 +70,14 @@ export class ReceiveWindows {
    */
   release(streamId: number): void {
     this.#wide.delete(streamId);
-    this.#heavyAt.delete(streamId);
     if (streamId === this.#lastStreamId) {
       this.#lastStreamId = 0;
       this.#lastDataAt = Number.NEGATIVE_INFINITY;
-    }
-    if (streamId === this.#lastLightStreamId) {
-      this.#lastLightStreamId = 0;
-      this.#lastLightAt = Number.NEGATIVE_INFINITY;
     }
   }
 
   /** Streams holding wide credit now. */
   get wideCount(): number {
     return this.#wide.size;
-  }
-
-  /** The window the policy above gives `streamId`, before the limit on wide streams. */
-  #wanted(streamId: number, now: number): number {
-    const othersLastDataAt =
-      streamId === this.#lastStreamId ? this.#othersLastDataAt : this.#lastDataAt;
-    if (now - othersLastDataAt >= LONE_STREAM_MS) return WIDE_WINDOW;
-    const othersLightAt =
-      streamId === this.#lastLightStreamId ? this.#othersLightAt : this.#lastLightAt;
-    const lightCompany = now - othersLightAt < LONE_STREAM_MS;
-    if (lightCompany || !this.#isHeavy(streamId, now)) return SHARED_WINDOW;
-    return Math.max(INITIAL_WINDOW, WIDE_WINDOW / this.#heavyCount(now));
-  }
-
-  #isHeavy(streamId: number, now: number): boolean {
-    const at = this.#heavyAt.get(streamId);
-    return at !== undefined && now - at < LONE_STREAM_MS;
-  }
-
-  /** Streams that received a heavy frame within LONE_STREAM_MS; forgets the others. */
-  #heavyCount(now: number): number {
-    let count = 0;
-    for (const [streamId, at] of this.#heavyAt) {
-      if (now - at < LONE_STREAM_MS) count += 1;
-      else this.#heavyAt.delete(streamId);
-    }
-    return count;
   }
 }
