@@ -86,11 +86,7 @@ function formatSize(bytes: number): string {
  * Two downloads at once through `door`, `total` bytes between them, timed from the first request
  * to the last byte of both: how the tunnel shares itself between transfers.
  */
-export async function twoDownloads(
-  door: Door,
-  source: Endpoint,
-  total: number,
-): Promise<TransferResult> {
+async function twoDownloads(door: Door, source: Endpoint, total: number): Promise<TransferResult> {
   const started = performance.now();
   const both = await Promise.all([
     download(door, source, total / 2),
@@ -115,12 +111,13 @@ export const bulkWorkload: Workload = {
     const { sourcePort, sinkPort } = system.bulkTarget.ready;
     const doors = doorsWithBaseline(context);
     const pipe = openDoor(system.tlsPipe);
-    const results = new Map<string, TransferResult[]>();
-    const sizeOf = (key: string) => (key.startsWith('two ') ? parallelBytes(bytes) : bytes);
-    const record = (key: string, result: TransferResult) => {
-      results.set(key, [...(results.get(key) ?? []), result]);
+    /** Each transfer's rate in MB/s and whether it arrived intact, by way. */
+    const results = new Map<string, { rate: number; intact: boolean }[]>();
+    const record = (key: string, { seconds, intact }: TransferResult, size = bytes) => {
+      const rate = size / MB / seconds;
+      results.set(key, [...(results.get(key) ?? []), { rate, intact }]);
       context.progress(
-        `bulk ${key} run ${results.get(key)!.length}: ${(sizeOf(key) / MB / result.seconds).toFixed(0)} MB/s${result.intact ? '' : ' DATA MISMATCH'}`,
+        `bulk ${key} run ${results.get(key)!.length}: ${rate.toFixed(0)} MB/s${intact ? '' : ' DATA MISMATCH'}`,
       );
     };
     for (let run = 1; run <= profile.runs; run++) {
@@ -141,17 +138,14 @@ export const bulkWorkload: Workload = {
         await system.idle();
       }
       for (const { spec, name } of [...doors, { spec: system.tlsPipe, name: pipe.name }]) {
-        record(
-          `two ${name}`,
-          await twoDownloads(openDoor(spec), endpoint(sourcePort), parallelBytes(bytes)),
-        );
+        const size = parallelBytes(bytes);
+        record(`two ${name}`, await twoDownloads(openDoor(spec), endpoint(sourcePort), size), size);
         await system.idle();
       }
     }
     const rows: Row[] = [];
-    const throughput = (key: string) =>
-      summarize(results.get(key)!.map((result) => sizeOf(key) / MB / result.seconds));
-    const intactNote = (transfers: readonly TransferResult[]) => {
+    const throughput = (key: string) => summarize(results.get(key)!.map(({ rate }) => rate));
+    const intactNote = (transfers: readonly { intact: boolean }[]) => {
       const intact = transfers.filter((result) => result.intact).length;
       return intact === transfers.length
         ? `intact ${intact}/${transfers.length} (every byte compared)`

@@ -244,12 +244,11 @@ export class HttpProxy {
       responded = true;
       // Once a response is complete, Node's HTTP client stops passing its socket's 'drain' on to
       // the request: a body still on its way would stall for good, and the user's next request
-      // behind it. The target has answered, so the rest of the body goes nowhere, and the stream,
-      // whose request was cut short, is not kept for reuse.
+      // behind it. The target has answered, so the stream, whose request was cut short, is not
+      // kept for reuse; its 'close' reads the rest of the body away.
       response.once('end', () => {
         if (upstream.writableEnded) return;
         log.debug('http request body cut: the target answered before taking all of it');
-        readBodyAway();
         upstream.destroy();
       });
       this.#relayResponse(response, res, log);
