@@ -6,8 +6,14 @@ import {
   MAX_WIDE_STREAMS,
   ReceiveWindows,
   SHARED_WINDOW,
+  TRANSFER_BYTES,
+  TRANSFER_EPOCH_MS,
   WIDE_WINDOW,
 } from '../src/tunnel/receive-window.js';
+
+/** An interactive message; and a full DATA frame, as a transfer sends them. */
+const SMALL = 100;
+const FRAME = 64 * 1024;
 
 /** A ReceiveWindows on a clock the test moves. */
 function windowsWithClock(): { windows: ReceiveWindows; advance(ms: number): void } {
@@ -22,19 +28,19 @@ function windowsWithClock(): { windows: ReceiveWindows; advance(ms: number): voi
 
 test('the first stream to receive DATA on a session is wide at once', () => {
   const { windows } = windowsWithClock();
-  windows.noteData(1);
+  windows.noteData(1, SMALL);
   assert.equal(windows.windowFor(1, INITIAL_WINDOW), WIDE_WINDOW);
   assert.equal(windows.wideCount, 1);
 });
 
 test('while another stream receives DATA a stream gets SHARED_WINDOW, and widens LONE_STREAM_MS after the other stopped', () => {
   const { windows, advance } = windowsWithClock();
-  windows.noteData(1);
-  windows.noteData(3);
+  windows.noteData(1, SMALL);
+  windows.noteData(3, SMALL);
   assert.equal(windows.windowFor(1, INITIAL_WINDOW), SHARED_WINDOW);
   assert.equal(windows.windowFor(3, INITIAL_WINDOW), SHARED_WINDOW);
   advance(LONE_STREAM_MS - 1);
-  windows.noteData(3);
+  windows.noteData(3, SMALL);
   assert.equal(
     windows.windowFor(3, INITIAL_WINDOW),
     SHARED_WINDOW,
@@ -47,17 +53,17 @@ test('while another stream receives DATA a stream gets SHARED_WINDOW, and widens
 
 test('a stream that follows another after a quiet spell is wide at once', () => {
   const { windows, advance } = windowsWithClock();
-  windows.noteData(1);
+  windows.noteData(1, SMALL);
   advance(LONE_STREAM_MS);
-  windows.noteData(3);
+  windows.noteData(3, SMALL);
   assert.equal(windows.windowFor(3, INITIAL_WINDOW), WIDE_WINDOW);
 });
 
 test('a wide stream that meets company is narrowed, and counts as wide until it consumed its excess', () => {
   const { windows } = windowsWithClock();
-  windows.noteData(1);
+  windows.noteData(1, SMALL);
   assert.equal(windows.windowFor(1, INITIAL_WINDOW), WIDE_WINDOW);
-  windows.noteData(3);
+  windows.noteData(3, SMALL);
   assert.equal(windows.windowFor(1, WIDE_WINDOW), SHARED_WINDOW);
   assert.equal(windows.wideCount, 1, 'credit already granted still counts');
   assert.equal(windows.windowFor(1, INITIAL_WINDOW), SHARED_WINDOW);
@@ -69,11 +75,11 @@ test('at most MAX_WIDE_STREAMS streams hold wide credit; an ended one frees its 
   // Each stream went wide alone and went idle with its credit unused: it keeps its place.
   for (let streamId = 1; streamId <= MAX_WIDE_STREAMS; streamId++) {
     advance(LONE_STREAM_MS);
-    windows.noteData(streamId);
+    windows.noteData(streamId, SMALL);
     assert.equal(windows.windowFor(streamId, INITIAL_WINDOW), WIDE_WINDOW, `stream ${streamId}`);
   }
   advance(LONE_STREAM_MS);
-  windows.noteData(99);
+  windows.noteData(99, SMALL);
   assert.equal(windows.windowFor(99, INITIAL_WINDOW), INITIAL_WINDOW, 'alone, but no place left');
   assert.equal(windows.wideCount, MAX_WIDE_STREAMS);
   windows.release(1);
@@ -83,8 +89,112 @@ test('at most MAX_WIDE_STREAMS streams hold wide credit; an ended one frees its 
 
 test('a stream that received its last DATA no longer keeps the next one from being alone', () => {
   const { windows } = windowsWithClock();
-  windows.noteData(1);
+  windows.noteData(1, SMALL);
   windows.release(1);
-  windows.noteData(3);
+  windows.noteData(3, SMALL);
   assert.equal(windows.windowFor(3, INITIAL_WINDOW), WIDE_WINDOW);
+});
+
+/** `streamId` receives enough full frames to count as a transfer. */
+function transfer(windows: ReceiveWindows, streamId: number): void {
+  for (let bytes = 0; bytes <= TRANSFER_BYTES; bytes += FRAME) windows.noteData(streamId, FRAME);
+}
+
+test('transfers with only transfers beside them share WIDE_WINDOW', () => {
+  const { windows, advance } = windowsWithClock();
+  transfer(windows, 1);
+  transfer(windows, 3);
+  advance(LONE_STREAM_MS);
+  windows.noteData(1, FRAME);
+  windows.noteData(3, FRAME);
+  assert.equal(windows.windowFor(1, INITIAL_WINDOW), WIDE_WINDOW / 2);
+  assert.equal(windows.windowFor(3, INITIAL_WINDOW), WIDE_WINDOW / 2);
+  transfer(windows, 5);
+  advance(LONE_STREAM_MS);
+  for (const streamId of [1, 3, 5]) windows.noteData(streamId, FRAME);
+  assert.equal(windows.windowFor(1, INITIAL_WINDOW), Math.floor(WIDE_WINDOW / 3));
+});
+
+test('a transfer starting beside another narrows it until the newcomer has moved TRANSFER_BYTES', () => {
+  const { windows, advance } = windowsWithClock();
+  transfer(windows, 1);
+  advance(LONE_STREAM_MS);
+  windows.noteData(3, FRAME);
+  windows.noteData(1, FRAME);
+  assert.equal(windows.windowFor(1, INITIAL_WINDOW), SHARED_WINDOW, 'stream 3 may be interactive');
+  transfer(windows, 3);
+  assert.equal(windows.windowFor(1, INITIAL_WINDOW), WIDE_WINDOW / 2);
+  assert.equal(windows.windowFor(3, INITIAL_WINDOW), WIDE_WINDOW / 2);
+});
+
+test('transfers starting together share as soon as each has moved TRANSFER_BYTES', () => {
+  const { windows } = windowsWithClock();
+  const streams = [1, 3, 5];
+  for (let bytes = 0; bytes <= TRANSFER_BYTES; bytes += FRAME) {
+    for (const streamId of streams) windows.noteData(streamId, FRAME);
+  }
+  for (const streamId of streams) {
+    assert.equal(windows.windowFor(streamId, INITIAL_WINDOW), Math.floor(WIDE_WINDOW / 3));
+  }
+});
+
+test('an exchange with large replies stays interactive and keeps a transfer beside it at SHARED_WINDOW', () => {
+  const { windows, advance } = windowsWithClock();
+  transfer(windows, 1);
+  // A reply of three full frames every epoch: larger than any frame, less than TRANSFER_BYTES.
+  for (let reply = 0; reply < 5; reply++) {
+    for (let frame = 0; frame < 3; frame++) windows.noteData(3, FRAME);
+    windows.noteData(1, FRAME);
+    assert.equal(windows.windowFor(1, INITIAL_WINDOW), SHARED_WINDOW, `reply ${reply}`);
+    assert.equal(windows.windowFor(3, INITIAL_WINDOW), SHARED_WINDOW, `reply ${reply}`);
+    advance(TRANSFER_EPOCH_MS);
+    transfer(windows, 1);
+  }
+});
+
+test('a transfer stays one through the next epoch and is interactive again after a quiet one', () => {
+  const { windows, advance } = windowsWithClock();
+  transfer(windows, 1);
+  transfer(windows, 3);
+  advance(TRANSFER_EPOCH_MS);
+  windows.noteData(3, FRAME);
+  windows.noteData(1, SMALL);
+  assert.equal(windows.windowFor(3, INITIAL_WINDOW), WIDE_WINDOW / 2, 'stream 1 still a transfer');
+  advance(TRANSFER_EPOCH_MS);
+  transfer(windows, 3);
+  windows.noteData(1, SMALL);
+  assert.equal(windows.windowFor(3, INITIAL_WINDOW), SHARED_WINDOW, 'stream 1 is interactive now');
+});
+
+test('many transfers get no less than INITIAL_WINDOW, and at most MAX_WIDE_STREAMS get more', () => {
+  const { windows, advance } = windowsWithClock();
+  const streams = [1, 3, 5, 7, 9, 11];
+  for (const streamId of streams) transfer(windows, streamId);
+  advance(LONE_STREAM_MS);
+  for (const streamId of streams) windows.noteData(streamId, FRAME);
+  const share = Math.floor(WIDE_WINDOW / streams.length);
+  assert.ok(share > INITIAL_WINDOW);
+  const granted = streams.map((streamId) => windows.windowFor(streamId, INITIAL_WINDOW));
+  assert.deepEqual(granted, [
+    ...Array<number>(MAX_WIDE_STREAMS).fill(share),
+    ...Array<number>(streams.length - MAX_WIDE_STREAMS).fill(INITIAL_WINDOW),
+  ]);
+  for (let streamId = 13; streamId < 13 + 2 * 16; streamId += 2) transfer(windows, streamId);
+  advance(LONE_STREAM_MS);
+  windows.noteData(1, FRAME);
+  windows.noteData(3, FRAME);
+  assert.equal(windows.windowFor(1, INITIAL_WINDOW), INITIAL_WINDOW);
+});
+
+test('a stream that ends does not make the receiver forget what the others received', () => {
+  const { windows } = windowsWithClock();
+  transfer(windows, 1);
+  windows.noteData(3, SMALL);
+  windows.noteData(5, SMALL);
+  windows.release(5);
+  windows.noteData(7, SMALL);
+  windows.release(7);
+  assert.equal(windows.windowFor(1, INITIAL_WINDOW), SHARED_WINDOW, 'stream 3 is still there');
+  windows.noteData(9, FRAME);
+  assert.equal(windows.windowFor(9, INITIAL_WINDOW), SHARED_WINDOW, 'not alone');
 });

@@ -409,7 +409,7 @@ export class Session extends EventEmitter implements StreamHost {
     }
     switch (frame.type) {
       case FrameType.DATA:
-        this.#receiveWindows.noteData(frame.streamId);
+        this.#receiveWindows.noteData(frame.streamId, frame.data.length);
         stream.receiveData(frame.data);
         return;
       case FrameType.WINDOW:
