@@ -8,6 +8,7 @@ import {
   SHARED_WINDOW,
   TRANSFER_BYTES,
   TRANSFER_EPOCH_MS,
+  TRANSFER_QUIET_MS,
   WIDE_WINDOW,
 } from '../src/tunnel/receive-window.js';
 
@@ -152,18 +153,81 @@ test('an exchange with large replies stays interactive and keeps a transfer besi
   }
 });
 
-test('a transfer stays one through the next epoch and is interactive again after a quiet one', () => {
+test('a transfer stays one through the next epoch, and is interactive again after an epoch below TRANSFER_BYTES', () => {
   const { windows, advance } = windowsWithClock();
   transfer(windows, 1);
   transfer(windows, 3);
-  advance(TRANSFER_EPOCH_MS);
-  windows.noteData(3, FRAME);
-  windows.noteData(1, SMALL);
-  assert.equal(windows.windowFor(3, INITIAL_WINDOW), WIDE_WINDOW / 2, 'stream 1 still a transfer');
-  advance(TRANSFER_EPOCH_MS);
+  // Stream 1 keeps receiving, a little, never quiet for TRANSFER_QUIET_MS. Each step asks for
+  // its window before any DATA of the step, so that the grant itself must notice a new epoch.
+  const step = LONE_STREAM_MS / 2;
+  for (let at = step; at < 3 * TRANSFER_EPOCH_MS; at += step) {
+    advance(step);
+    const expected = at < 2 * TRANSFER_EPOCH_MS ? WIDE_WINDOW / 2 : SHARED_WINDOW;
+    assert.equal(windows.windowFor(1, INITIAL_WINDOW), expected, `${at} ms in, before any DATA`);
+    windows.noteData(3, FRAME);
+    windows.noteData(1, SMALL);
+    assert.equal(windows.windowFor(3, INITIAL_WINDOW), expected, `${at} ms in`);
+  }
+});
+
+test('a transfer that receives nothing for TRANSFER_QUIET_MS is interactive again', () => {
+  const { windows, advance } = windowsWithClock();
+  transfer(windows, 1);
   transfer(windows, 3);
+  const step = TRANSFER_QUIET_MS / 5;
+  for (let quiet = step; quiet < TRANSFER_QUIET_MS; quiet += step) {
+    advance(step);
+    windows.noteData(3, FRAME);
+  }
+  advance(step - 1);
   windows.noteData(1, SMALL);
-  assert.equal(windows.windowFor(3, INITIAL_WINDOW), SHARED_WINDOW, 'stream 1 is interactive now');
+  assert.equal(windows.windowFor(3, INITIAL_WINDOW), WIDE_WINDOW / 2, 'quiet 1 ms too short');
+  transfer(windows, 1);
+  for (let quiet = step; quiet <= TRANSFER_QUIET_MS; quiet += step) {
+    advance(step);
+    windows.noteData(3, FRAME);
+  }
+  assert.equal(windows.windowFor(1, INITIAL_WINDOW), SHARED_WINDOW, 'quiet: no longer a transfer');
+  windows.noteData(1, SMALL);
+  assert.equal(windows.windowFor(3, INITIAL_WINDOW), SHARED_WINDOW, 'a reply after a burst');
+  assert.equal(windows.windowFor(1, INITIAL_WINDOW), SHARED_WINDOW);
+});
+
+test('transfers are counted once each across an epoch boundary, and a released one no longer counts', () => {
+  const { windows, advance } = windowsWithClock();
+  transfer(windows, 1);
+  transfer(windows, 3);
+  // Into the next epoch, streams 1 and 3 go on receiving, but not yet TRANSFER_BYTES.
+  const step = TRANSFER_EPOCH_MS / 5;
+  for (let at = step; at <= TRANSFER_EPOCH_MS; at += step) {
+    advance(step);
+    windows.noteData(1, SMALL);
+    windows.noteData(3, SMALL);
+  }
+  transfer(windows, 5);
+  transfer(windows, 7);
+  windows.noteData(3, SMALL);
+  assert.equal(windows.windowFor(1, INITIAL_WINDOW), WIDE_WINDOW / 4);
+  transfer(windows, 1);
+  assert.equal(
+    windows.windowFor(1, INITIAL_WINDOW),
+    WIDE_WINDOW / 4,
+    'stream 1 again, not a fifth',
+  );
+  windows.release(7);
+  windows.release(5);
+  windows.noteData(3, SMALL);
+  assert.equal(windows.windowFor(1, INITIAL_WINDOW), WIDE_WINDOW / 2);
+});
+
+test('transfers of an epoch long past no longer count', () => {
+  const { windows, advance } = windowsWithClock();
+  transfer(windows, 1);
+  transfer(windows, 3);
+  advance(2 * TRANSFER_EPOCH_MS);
+  transfer(windows, 5);
+  transfer(windows, 7);
+  assert.equal(windows.windowFor(5, INITIAL_WINDOW), WIDE_WINDOW / 2);
 });
 
 test('many transfers get no less than INITIAL_WINDOW, and at most MAX_WIDE_STREAMS get more', () => {
@@ -186,15 +250,33 @@ test('many transfers get no less than INITIAL_WINDOW, and at most MAX_WIDE_STREA
   assert.equal(windows.windowFor(1, INITIAL_WINDOW), INITIAL_WINDOW);
 });
 
+test('a share of exactly INITIAL_WINDOW takes no place among the wide streams', () => {
+  const { windows } = windowsWithClock();
+  const streams = Array.from({ length: WIDE_WINDOW / INITIAL_WINDOW }, (_, index) => 2 * index + 1);
+  for (const streamId of streams) transfer(windows, streamId);
+  for (const streamId of streams) {
+    assert.equal(windows.windowFor(streamId, INITIAL_WINDOW), INITIAL_WINDOW);
+  }
+  assert.equal(windows.wideCount, 0);
+});
+
 test('a stream that ends does not make the receiver forget what the others received', () => {
   const { windows } = windowsWithClock();
   transfer(windows, 1);
   windows.noteData(3, SMALL);
-  windows.noteData(5, SMALL);
-  windows.release(5);
-  windows.noteData(7, SMALL);
-  windows.release(7);
+  for (const streamId of [5, 7, 9]) windows.noteData(streamId, SMALL);
+  for (const streamId of [5, 7, 9]) windows.release(streamId);
+  windows.noteData(1, FRAME);
   assert.equal(windows.windowFor(1, INITIAL_WINDOW), SHARED_WINDOW, 'stream 3 is still there');
-  windows.noteData(9, FRAME);
-  assert.equal(windows.windowFor(9, INITIAL_WINDOW), SHARED_WINDOW, 'not alone');
+});
+
+test('transfers that start beside an interactive stream do not make the receiver forget it', () => {
+  const { windows } = windowsWithClock();
+  transfer(windows, 1);
+  windows.noteData(3, SMALL);
+  for (let bytes = 0; bytes <= TRANSFER_BYTES; bytes += FRAME) {
+    for (const streamId of [5, 7, 9, 11]) windows.noteData(streamId, FRAME);
+  }
+  windows.noteData(1, FRAME);
+  assert.equal(windows.windowFor(1, INITIAL_WINDOW), SHARED_WINDOW, 'stream 3 is still there');
 });

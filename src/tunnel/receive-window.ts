@@ -6,27 +6,30 @@
  * in flight is a queue every other stream's frames wait behind. Hence:
  * - A stream that has been the only one receiving DATA for LONE_STREAM_MS delays nobody, and gets
  *   WIDE_WINDOW: one transfer alone on a tunnel then moves 4 MiB per credit round trip.
- * - A stream counts as a transfer while it has received more than TRANSFER_BYTES within the
- *   current or the previous TRANSFER_EPOCH_MS; any other stream receiving DATA is interactive.
- *   Classing by rate, not by frame size, keeps an exchange with large replies interactive, and
- *   the threshold is low enough that a transfer reaches it even on SHARED_WINDOW over a credit
- *   round trip of 250 ms.
- * - While an interactive stream receives DATA beside it, a stream gets SHARED_WINDOW, small
- *   enough that the interactive stream waits behind about 64 KiB rather than a whole window. In
- *   the benchmark's fairness workload this more than halved the interactive round trip (p50
- *   1.7-2.0 -> 0.5-0.8 ms, p99 6-8 -> 3-5 ms); the bulk stream beside it dropped from about 220
- *   to 150-160 MB/s. An interactive stream itself gets SHARED_WINDOW in any company.
+ * - A stream is a transfer while it has received more than TRANSFER_BYTES within the current or
+ *   the previous epoch (fixed spans of TRANSFER_EPOCH_MS) and has not gone TRANSFER_QUIET_MS
+ *   without DATA since; any other stream receiving DATA is interactive. Classing by rate, not by
+ *   frame size, keeps an exchange with large replies interactive; the quiet rule makes a stream
+ *   interactive again as soon as a burst (a page, a `cat` in a shell) is over and it waits for
+ *   its user. A transfer reaches the threshold on SHARED_WINDOW over a credit round trip of up to
+ *   about 200 ms, and its DATA does not pause for TRANSFER_QUIET_MS at such round trips.
+ * - While an interactive stream other than itself receives DATA, a stream gets SHARED_WINDOW,
+ *   small enough that the interactive stream waits behind about 64 KiB rather than a whole
+ *   window (in the benchmark's fairness workload, p99 under bulk 1.4-5 ms against 6-8 ms with
+ *   256 KiB). An interactive stream itself gets SHARED_WINDOW in any company.
  * - Transfers with only transfers beside them share WIDE_WINDOW: each gets WIDE_WINDOW divided by
- *   the number of transfers, and no less than INITIAL_WINDOW. With SHARED_WINDOW each, two
- *   downloads at once carried about two thirds of what one carried alone.
+ *   the number of transfers of the current and the previous epoch, and no less than
+ *   INITIAL_WINDOW. With SHARED_WINDOW each, two downloads at once carried about two thirds of
+ *   what one carried alone.
  * Every stream starts with INITIAL_WINDOW of credit (the protocol's constant); the window only
  * decides how much credit is granted back. A wide stream that meets company gets no new credit
  * until it has consumed its excess. Credit once granted cannot be taken back, so a stream counts
- * as wide until it is back within INITIAL_WINDOW, has received FIN or has ended; at most
- * MAX_WIDE_STREAMS streams of a session count at once, which bounds what slow readers can make
- * a session buffer, and what a newcomer can find queued ahead of it.
- * Every step is O(1) per DATA frame and per grant: the number of transfers is counted per epoch,
- * not by looking at every stream.
+ * as wide from a grant above INITIAL_WINDOW until a grant finds it back within INITIAL_WINDOW,
+ * it has received FIN or it has ended; at most MAX_WIDE_STREAMS streams of a session count at
+ * once, which bounds what slow readers can make a session buffer, and what a newcomer can find
+ * queued ahead of it.
+ * Every step is O(1) per DATA frame and per grant: transfers are counted per epoch, not by
+ * looking at every stream.
  */
 import { INITIAL_WINDOW } from './constants.js';
 
@@ -35,49 +38,81 @@ export const SHARED_WINDOW = 64 * 1024;
 /** How long no other stream may have received DATA before a stream's window widens. */
 export const LONE_STREAM_MS = 100;
 export const MAX_WIDE_STREAMS = 4;
-/** A stream that receives more than TRANSFER_BYTES within TRANSFER_EPOCH_MS is a transfer. */
+/** A stream that receives more than TRANSFER_BYTES within an epoch is a transfer. */
 export const TRANSFER_BYTES = INITIAL_WINDOW;
 export const TRANSFER_EPOCH_MS = 1000;
+/** A transfer that receives no DATA for this long is interactive again. */
+export const TRANSFER_QUIET_MS = 250;
+
+/** How many streams' latest DATA a LatestData keeps by name. */
+const RECENT_STREAMS = 4;
 
 /**
  * The latest DATA of a class of streams: when each of the RECENT_STREAMS streams heard from last
- * received it. Enough to tell when any stream other than a given one last received DATA, and to
- * forget a stream without forgetting the others.
+ * received it, and when the latest of those it no longer names did. Enough to tell when any
+ * stream other than a given one last received DATA, and to forget a stream without forgetting
+ * the others. A stream whose name was dropped to make room counts as another stream for every
+ * stream, itself included: the answer may be too recent, never too old.
  */
 class LatestData {
-  static readonly RECENT_STREAMS = 4;
-  /** Most recent first; one entry per stream. */
-  #recent: { streamId: number; at: number }[] = [];
+  /** Most recent first; one entry per stream. Kept in arrays so that a note allocates nothing. */
+  #streamIds = new Uint32Array(RECENT_STREAMS);
+  #times = new Float64Array(RECENT_STREAMS);
+  #count = 0;
+  #droppedAt = Number.NEGATIVE_INFINITY;
 
   note(streamId: number, now: number): void {
-    const first = this.#recent[0];
-    if (first?.streamId === streamId) {
-      first.at = now;
-      return;
+    let index = this.#indexOf(streamId);
+    if (index < 0) {
+      if (this.#count === RECENT_STREAMS) {
+        index = RECENT_STREAMS - 1;
+        this.#droppedAt = Math.max(this.#droppedAt, this.#times[index] as number);
+      } else {
+        index = this.#count;
+        this.#count += 1;
+      }
     }
-    this.forget(streamId);
-    this.#recent.unshift({ streamId, at: now });
-    if (this.#recent.length > LatestData.RECENT_STREAMS) this.#recent.pop();
+    this.#streamIds.copyWithin(1, 0, index);
+    this.#times.copyWithin(1, 0, index);
+    this.#streamIds[0] = streamId;
+    this.#times[0] = now;
   }
 
   /** When a stream other than `streamId` last received DATA. */
   othersAt(streamId: number): number {
-    const other = this.#recent[0]?.streamId === streamId ? this.#recent[1] : this.#recent[0];
-    return other?.at ?? Number.NEGATIVE_INFINITY;
+    const other = this.#count > 0 && this.#streamIds[0] === streamId ? 1 : 0;
+    const named = other < this.#count ? (this.#times[other] as number) : Number.NEGATIVE_INFINITY;
+    return Math.max(named, this.#droppedAt);
   }
 
   /** What `streamId` received no longer counts; what the others received still does. */
   forget(streamId: number): void {
-    const index = this.#recent.findIndex((entry) => entry.streamId === streamId);
-    if (index >= 0) this.#recent.splice(index, 1);
+    const index = this.#indexOf(streamId);
+    if (index < 0) return;
+    this.#streamIds.copyWithin(index, index + 1, this.#count);
+    this.#times.copyWithin(index, index + 1, this.#count);
+    this.#count -= 1;
+  }
+
+  #indexOf(streamId: number): number {
+    for (let index = 0; index < this.#count; index++) {
+      if (this.#streamIds[index] === streamId) return index;
+    }
+    return -1;
   }
 }
 
-/** A stream's received bytes in the epoch it last received DATA and the one before. */
+/** What the receiver knows of one stream's rate. */
 interface StreamRate {
+  /** The epoch `bytes` belong to, and the bytes of the epoch before it. */
   epoch: number;
   bytes: number;
   previousBytes: number;
+  lastDataAt: number;
+  /** The latest epoch the stream was counted among the transfers in (-Infinity: none). */
+  countedIn: number;
+  /** Whether it was also counted in the epoch before `countedIn`. */
+  countedInPrevious: boolean;
 }
 
 export class ReceiveWindows {
@@ -87,9 +122,10 @@ export class ReceiveWindows {
   /** Epochs count TRANSFER_EPOCH_MS from the first DATA. */
   #epochStart = Number.NEGATIVE_INFINITY;
   #epoch = 0;
-  /** Streams that were transfers in the current epoch, and in the one before. */
+  /** Streams counted as transfers in the current epoch, in the one before, and in both. */
   #transfers = 0;
   #previousTransfers = 0;
+  #transfersInBoth = 0;
   #wide = new Set<number>();
   #now: () => number;
 
@@ -104,21 +140,34 @@ export class ReceiveWindows {
     this.#advanceEpoch(now);
     let rate = this.#rates.get(streamId);
     if (rate === undefined) {
-      rate = { epoch: this.#epoch, bytes: 0, previousBytes: 0 };
+      rate = {
+        epoch: this.#epoch,
+        bytes: 0,
+        previousBytes: 0,
+        lastDataAt: now,
+        countedIn: Number.NEGATIVE_INFINITY,
+        countedInPrevious: false,
+      };
       this.#rates.set(streamId, rate);
+    } else if (now - rate.lastDataAt >= TRANSFER_QUIET_MS) {
+      this.#uncount(rate);
+      rate.epoch = this.#epoch;
+      rate.bytes = 0;
+      rate.previousBytes = 0;
     } else if (rate.epoch !== this.#epoch) {
-      rate.previousBytes = rate.epoch === this.#epoch - 1 ? rate.bytes : 0;
+      // Not quiet, so its last DATA was in the epoch before.
+      rate.previousBytes = rate.bytes;
       rate.bytes = 0;
       rate.epoch = this.#epoch;
     }
-    const wasTransfer = rate.bytes > TRANSFER_BYTES;
+    rate.lastDataAt = now;
     rate.bytes += length;
-    if (!wasTransfer && rate.bytes > TRANSFER_BYTES) {
-      this.#transfers += 1;
+    if (rate.bytes > TRANSFER_BYTES && rate.countedIn !== this.#epoch) {
+      this.#count(rate);
       // Its first bytes were not an interactive stream's after all.
       this.#interactiveData.forget(streamId);
     }
-    if (!this.#isTransfer(rate)) this.#interactiveData.note(streamId, now);
+    if (!this.#isTransfer(rate, now)) this.#interactiveData.note(streamId, now);
   }
 
   /**
@@ -139,15 +188,19 @@ export class ReceiveWindows {
   }
 
   /**
-   * The stream has ended, or will receive no more DATA (FIN): its credit no longer counts, and
-   * it no longer keeps others from being alone. It may still count among the epoch's transfers,
-   * which only makes the others' shares smaller until the epoch after next.
+   * The stream has ended, or will receive no more DATA (FIN): its credit no longer counts, it is
+   * no longer one of the transfers, and it no longer keeps others from being alone.
    */
   release(streamId: number): void {
     this.#wide.delete(streamId);
-    this.#rates.delete(streamId);
     this.#anyData.forget(streamId);
     this.#interactiveData.forget(streamId);
+    const rate = this.#rates.get(streamId);
+    if (rate === undefined) return;
+    // No need to advance the epoch first: uncounting from a stale epoch's counts gives the
+    // same counts once they roll over.
+    this.#uncount(rate);
+    this.#rates.delete(streamId);
   }
 
   /** Streams holding wide credit now. */
@@ -158,19 +211,46 @@ export class ReceiveWindows {
   /** The window the policy above gives `streamId`, before the limit on wide streams. */
   #wanted(streamId: number, now: number): number {
     if (now - this.#anyData.othersAt(streamId) >= LONE_STREAM_MS) return WIDE_WINDOW;
-    const interactiveCompany = now - this.#interactiveData.othersAt(streamId) < LONE_STREAM_MS;
+    if (now - this.#interactiveData.othersAt(streamId) < LONE_STREAM_MS) return SHARED_WINDOW;
     this.#advanceEpoch(now);
     const rate = this.#rates.get(streamId);
-    if (interactiveCompany || rate === undefined || !this.#isTransfer(rate)) return SHARED_WINDOW;
-    const transfers = Math.max(1, this.#transfers, this.#previousTransfers);
+    if (rate === undefined || !this.#isTransfer(rate, now)) return SHARED_WINDOW;
+    const transfers = Math.max(
+      1,
+      this.#transfers + this.#previousTransfers - this.#transfersInBoth,
+    );
     return Math.max(INITIAL_WINDOW, Math.floor(WIDE_WINDOW / transfers));
   }
 
-  #isTransfer(rate: StreamRate): boolean {
-    if (rate.epoch === this.#epoch) {
-      return rate.bytes > TRANSFER_BYTES || rate.previousBytes > TRANSFER_BYTES;
+  /** Whether `rate`'s stream is a transfer; TRANSFER_QUIET_MS < TRANSFER_EPOCH_MS. */
+  #isTransfer(rate: StreamRate, now: number): boolean {
+    if (now - rate.lastDataAt >= TRANSFER_QUIET_MS) return false;
+    // Not quiet, so `rate.epoch` is this epoch or the one before.
+    if (rate.epoch !== this.#epoch) return rate.bytes > TRANSFER_BYTES;
+    return rate.bytes > TRANSFER_BYTES || rate.previousBytes > TRANSFER_BYTES;
+  }
+
+  /** Counts `rate`'s stream among the current epoch's transfers. */
+  #count(rate: StreamRate): void {
+    rate.countedInPrevious = rate.countedIn === this.#epoch - 1;
+    rate.countedIn = this.#epoch;
+    this.#transfers += 1;
+    if (rate.countedInPrevious) this.#transfersInBoth += 1;
+  }
+
+  /** Takes `rate`'s stream out of the counts of the current and the previous epoch. */
+  #uncount(rate: StreamRate): void {
+    if (rate.countedIn === this.#epoch) {
+      this.#transfers -= 1;
+      if (rate.countedInPrevious) {
+        this.#previousTransfers -= 1;
+        this.#transfersInBoth -= 1;
+      }
+    } else if (rate.countedIn === this.#epoch - 1) {
+      this.#previousTransfers -= 1;
     }
-    return rate.epoch === this.#epoch - 1 && rate.bytes > TRANSFER_BYTES;
+    rate.countedIn = Number.NEGATIVE_INFINITY;
+    rate.countedInPrevious = false;
   }
 
   #advanceEpoch(now: number): void {
@@ -184,5 +264,6 @@ export class ReceiveWindows {
     this.#epoch += passed;
     this.#previousTransfers = passed === 1 ? this.#transfers : 0;
     this.#transfers = 0;
+    this.#transfersInBoth = 0;
   }
 }
