@@ -8,7 +8,6 @@ import {
   SHARED_WINDOW,
   TRANSFER_BYTES,
   TRANSFER_EPOCH_MS,
-  TRANSFER_QUIET_MS,
   WIDE_WINDOW,
 } from '../src/tunnel/receive-window.js';
 
@@ -153,60 +152,68 @@ test('an exchange with large replies stays interactive and keeps a transfer besi
   }
 });
 
-test('a transfer stays one through the next epoch, and is interactive again after an epoch below TRANSFER_BYTES', () => {
+test('a transfer stays one through the next epoch, and its DATA is interactive again from the first epoch after its burst', () => {
   const { windows, advance } = windowsWithClock();
   transfer(windows, 1);
   transfer(windows, 3);
-  // Stream 1 keeps receiving, a little, never quiet for TRANSFER_QUIET_MS. Each step asks for
-  // its window before any DATA of the step, so that the grant itself must notice a new epoch.
+  // After its burst, stream 1 receives a little every step. Each step asks for stream 1's window
+  // before any DATA of the step, so that the grant itself must notice a new epoch.
   const step = LONE_STREAM_MS / 2;
   for (let at = step; at < 3 * TRANSFER_EPOCH_MS; at += step) {
     advance(step);
-    const expected = at < 2 * TRANSFER_EPOCH_MS ? WIDE_WINDOW / 2 : SHARED_WINDOW;
-    assert.equal(windows.windowFor(1, INITIAL_WINDOW), expected, `${at} ms in, before any DATA`);
-    windows.noteData(3, FRAME);
+    const transferShare = at < 2 * TRANSFER_EPOCH_MS ? WIDE_WINDOW / 2 : SHARED_WINDOW;
+    assert.equal(
+      windows.windowFor(1, INITIAL_WINDOW),
+      transferShare,
+      `${at} ms in, before any DATA`,
+    );
+    transfer(windows, 3);
     windows.noteData(1, SMALL);
-    assert.equal(windows.windowFor(3, INITIAL_WINDOW), expected, `${at} ms in`);
+    const besideIt = at < TRANSFER_EPOCH_MS ? WIDE_WINDOW / 2 : SHARED_WINDOW;
+    assert.equal(windows.windowFor(3, INITIAL_WINDOW), besideIt, `${at} ms in`);
   }
 });
 
-test('a transfer that receives nothing for TRANSFER_QUIET_MS is interactive again', () => {
+test('a transfer silent for a whole epoch is no longer one', () => {
+  const { windows, advance } = windowsWithClock();
+  transfer(windows, 1);
+  const step = LONE_STREAM_MS / 2;
+  // Stream 1 receives nothing from its burst in the first epoch to the start of the third.
+  for (let at = step; at <= 2 * TRANSFER_EPOCH_MS; at += step) {
+    advance(step);
+    transfer(windows, 3);
+  }
+  assert.equal(windows.windowFor(1, INITIAL_WINDOW), SHARED_WINDOW, 'before its DATA');
+  windows.noteData(1, SMALL);
+  assert.equal(windows.windowFor(1, INITIAL_WINDOW), SHARED_WINDOW, 'after its DATA');
+});
+
+test('at an epoch boundary, a stream beside one whose DATA just turned interactive stays narrow', () => {
   const { windows, advance } = windowsWithClock();
   transfer(windows, 1);
   transfer(windows, 3);
-  const step = TRANSFER_QUIET_MS / 5;
-  for (let quiet = step; quiet < TRANSFER_QUIET_MS; quiet += step) {
+  const step = LONE_STREAM_MS / 2;
+  for (let at = step; at < 2 * TRANSFER_EPOCH_MS; at += step) {
     advance(step);
     windows.noteData(3, FRAME);
+    windows.noteData(1, SMALL);
   }
-  advance(step - 1);
-  windows.noteData(1, SMALL);
-  assert.equal(windows.windowFor(3, INITIAL_WINDOW), WIDE_WINDOW / 2, 'quiet 1 ms too short');
-  transfer(windows, 1);
-  for (let quiet = step; quiet <= TRANSFER_QUIET_MS; quiet += step) {
-    advance(step);
-    windows.noteData(3, FRAME);
-  }
-  assert.equal(windows.windowFor(1, INITIAL_WINDOW), SHARED_WINDOW, 'quiet: no longer a transfer');
-  windows.noteData(1, SMALL);
-  assert.equal(windows.windowFor(3, INITIAL_WINDOW), SHARED_WINDOW, 'a reply after a burst');
-  assert.equal(windows.windowFor(1, INITIAL_WINDOW), SHARED_WINDOW);
+  advance(step);
+  windows.noteData(3, FRAME);
+  assert.equal(windows.windowFor(3, INITIAL_WINDOW), SHARED_WINDOW, 'stream 1 spoke 50 ms ago');
 });
 
 test('transfers are counted once each across an epoch boundary, and a released one no longer counts', () => {
   const { windows, advance } = windowsWithClock();
+  // Streams 1 and 3 are transfers near the end of an epoch, 5 and 7 early in the next.
+  windows.noteData(9, SMALL);
+  windows.release(9);
+  advance(TRANSFER_EPOCH_MS - LONE_STREAM_MS / 2);
   transfer(windows, 1);
   transfer(windows, 3);
-  // Into the next epoch, streams 1 and 3 go on receiving, but not yet TRANSFER_BYTES.
-  const step = TRANSFER_EPOCH_MS / 5;
-  for (let at = step; at <= TRANSFER_EPOCH_MS; at += step) {
-    advance(step);
-    windows.noteData(1, SMALL);
-    windows.noteData(3, SMALL);
-  }
+  advance(LONE_STREAM_MS / 2);
   transfer(windows, 5);
   transfer(windows, 7);
-  windows.noteData(3, SMALL);
   assert.equal(windows.windowFor(1, INITIAL_WINDOW), WIDE_WINDOW / 4);
   transfer(windows, 1);
   assert.equal(
@@ -216,7 +223,22 @@ test('transfers are counted once each across an epoch boundary, and a released o
   );
   windows.release(7);
   windows.release(5);
-  windows.noteData(3, SMALL);
+  assert.equal(windows.windowFor(1, INITIAL_WINDOW), WIDE_WINDOW / 2, 'streams 1 and 3 are left');
+  windows.release(3);
+  transfer(windows, 11);
+  assert.equal(windows.windowFor(1, INITIAL_WINDOW), WIDE_WINDOW / 2, 'streams 1 and 11');
+  transfer(windows, 13);
+  windows.release(1);
+  assert.equal(windows.windowFor(11, INITIAL_WINDOW), WIDE_WINDOW / 2, 'streams 11 and 13');
+});
+
+test('transfers beside an interactive stream that ends share at once', () => {
+  const { windows } = windowsWithClock();
+  transfer(windows, 1);
+  transfer(windows, 3);
+  windows.noteData(5, SMALL);
+  assert.equal(windows.windowFor(1, INITIAL_WINDOW), SHARED_WINDOW);
+  windows.release(5);
   assert.equal(windows.windowFor(1, INITIAL_WINDOW), WIDE_WINDOW / 2);
 });
 

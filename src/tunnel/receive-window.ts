@@ -6,20 +6,20 @@
  * in flight is a queue every other stream's frames wait behind. Hence:
  * - A stream that has been the only one receiving DATA for LONE_STREAM_MS delays nobody, and gets
  *   WIDE_WINDOW: one transfer alone on a tunnel then moves 4 MiB per credit round trip.
- * - A stream is a transfer while it has received more than TRANSFER_BYTES within the current or
- *   the previous epoch (fixed spans of TRANSFER_EPOCH_MS) and has not gone TRANSFER_QUIET_MS
- *   without DATA since; any other stream receiving DATA is interactive. Classing by rate, not by
- *   frame size, keeps an exchange with large replies interactive; the quiet rule makes a stream
- *   interactive again as soon as a burst (a page, a `cat` in a shell) is over and it waits for
- *   its user. A transfer reaches the threshold on SHARED_WINDOW over a credit round trip of up to
- *   about 200 ms, and its DATA does not pause for TRANSFER_QUIET_MS at such round trips.
- * - While an interactive stream other than itself receives DATA, a stream gets SHARED_WINDOW,
+ * - Time is cut into epochs of TRANSFER_EPOCH_MS. A stream's DATA is interactive while the stream
+ *   has received at most TRANSFER_BYTES in the current epoch; a stream that has received more in
+ *   the current or the previous epoch is a transfer. Classing by rate, not by frame size, keeps
+ *   an exchange with large replies interactive; classing each epoch afresh makes an exchange's
+ *   DATA interactive again from the first epoch after a burst (a page, a `cat` in a shell), while
+ *   a transfer's first TRANSFER_BYTES of each epoch stop counting as interactive once it has
+ *   moved more.
+ * - While another stream receives interactive DATA, a stream gets SHARED_WINDOW,
  *   small enough that the interactive stream waits behind about 64 KiB rather than a whole
  *   window (in the benchmark's fairness workload, p99 under bulk 1.4-5 ms against 6-8 ms with
- *   256 KiB). An interactive stream itself gets SHARED_WINDOW in any company.
+ *   256 KiB). A stream that is not a transfer gets SHARED_WINDOW in any company.
  * - Transfers with only transfers beside them share WIDE_WINDOW: each gets WIDE_WINDOW divided by
- *   the number of transfers of the current and the previous epoch, and no less than
- *   INITIAL_WINDOW. With SHARED_WINDOW each, two downloads at once carried about two thirds of
+ *   the number of streams counted as transfers in the current or the previous epoch (each once,
+ *   and no longer once it has ended), and no less than INITIAL_WINDOW. With SHARED_WINDOW each, two downloads at once carried about two thirds of
  *   what one carried alone.
  * Every stream starts with INITIAL_WINDOW of credit (the protocol's constant); the window only
  * decides how much credit is granted back. A wide stream that meets company gets no new credit
@@ -41,8 +41,6 @@ export const MAX_WIDE_STREAMS = 4;
 /** A stream that receives more than TRANSFER_BYTES within an epoch is a transfer. */
 export const TRANSFER_BYTES = INITIAL_WINDOW;
 export const TRANSFER_EPOCH_MS = 1000;
-/** A transfer that receives no DATA for this long is interactive again. */
-export const TRANSFER_QUIET_MS = 250;
 
 /** How many streams' latest DATA a LatestData keeps by name. */
 const RECENT_STREAMS = 4;
@@ -108,7 +106,6 @@ interface StreamRate {
   epoch: number;
   bytes: number;
   previousBytes: number;
-  lastDataAt: number;
   /** The latest epoch the stream was counted among the transfers in (-Infinity: none). */
   countedIn: number;
   /** Whether it was also counted in the epoch before `countedIn`. */
@@ -144,30 +141,23 @@ export class ReceiveWindows {
         epoch: this.#epoch,
         bytes: 0,
         previousBytes: 0,
-        lastDataAt: now,
         countedIn: Number.NEGATIVE_INFINITY,
         countedInPrevious: false,
       };
       this.#rates.set(streamId, rate);
-    } else if (now - rate.lastDataAt >= TRANSFER_QUIET_MS) {
-      this.#uncount(rate);
-      rate.epoch = this.#epoch;
-      rate.bytes = 0;
-      rate.previousBytes = 0;
     } else if (rate.epoch !== this.#epoch) {
-      // Not quiet, so its last DATA was in the epoch before.
-      rate.previousBytes = rate.bytes;
+      rate.previousBytes = rate.epoch === this.#epoch - 1 ? rate.bytes : 0;
       rate.bytes = 0;
       rate.epoch = this.#epoch;
     }
-    rate.lastDataAt = now;
     rate.bytes += length;
-    if (rate.bytes > TRANSFER_BYTES && rate.countedIn !== this.#epoch) {
+    if (rate.bytes <= TRANSFER_BYTES) {
+      this.#interactiveData.note(streamId, now);
+    } else if (rate.countedIn !== this.#epoch) {
       this.#count(rate);
-      // Its first bytes were not an interactive stream's after all.
+      // Its first bytes of the epoch were not interactive after all.
       this.#interactiveData.forget(streamId);
     }
-    if (!this.#isTransfer(rate, now)) this.#interactiveData.note(streamId, now);
   }
 
   /**
@@ -214,7 +204,7 @@ export class ReceiveWindows {
     if (now - this.#interactiveData.othersAt(streamId) < LONE_STREAM_MS) return SHARED_WINDOW;
     this.#advanceEpoch(now);
     const rate = this.#rates.get(streamId);
-    if (rate === undefined || !this.#isTransfer(rate, now)) return SHARED_WINDOW;
+    if (rate === undefined || !this.#isTransfer(rate)) return SHARED_WINDOW;
     const transfers = Math.max(
       1,
       this.#transfers + this.#previousTransfers - this.#transfersInBoth,
@@ -222,12 +212,11 @@ export class ReceiveWindows {
     return Math.max(INITIAL_WINDOW, Math.floor(WIDE_WINDOW / transfers));
   }
 
-  /** Whether `rate`'s stream is a transfer; TRANSFER_QUIET_MS < TRANSFER_EPOCH_MS. */
-  #isTransfer(rate: StreamRate, now: number): boolean {
-    if (now - rate.lastDataAt >= TRANSFER_QUIET_MS) return false;
-    // Not quiet, so `rate.epoch` is this epoch or the one before.
-    if (rate.epoch !== this.#epoch) return rate.bytes > TRANSFER_BYTES;
-    return rate.bytes > TRANSFER_BYTES || rate.previousBytes > TRANSFER_BYTES;
+  #isTransfer(rate: StreamRate): boolean {
+    if (rate.epoch === this.#epoch) {
+      return rate.bytes > TRANSFER_BYTES || rate.previousBytes > TRANSFER_BYTES;
+    }
+    return rate.epoch === this.#epoch - 1 && rate.bytes > TRANSFER_BYTES;
   }
 
   /** Counts `rate`'s stream among the current epoch's transfers. */
