@@ -232,6 +232,38 @@ test('transfers are counted once each across an epoch boundary, and a released o
   assert.equal(windows.windowFor(11, INITIAL_WINDOW), WIDE_WINDOW / 2, 'streams 11 and 13');
 });
 
+test('interactive DATA narrows the others for LONE_STREAM_MS, and counts as interactive up to TRANSFER_BYTES exactly', () => {
+  const { windows, advance } = windowsWithClock();
+  transfer(windows, 1);
+  transfer(windows, 3);
+  windows.noteData(5, TRANSFER_BYTES);
+  assert.equal(windows.windowFor(1, INITIAL_WINDOW), SHARED_WINDOW, 'exactly TRANSFER_BYTES');
+  advance(LONE_STREAM_MS - 1);
+  transfer(windows, 1);
+  transfer(windows, 3);
+  assert.equal(windows.windowFor(1, INITIAL_WINDOW), SHARED_WINDOW, '1 ms before it lapses');
+  advance(1);
+  assert.equal(windows.windowFor(1, INITIAL_WINDOW), WIDE_WINDOW / 2, 'lapsed');
+  windows.noteData(5, 1);
+  assert.equal(windows.windowFor(1, INITIAL_WINDOW), Math.floor(WIDE_WINDOW / 3), 'now a transfer');
+});
+
+test('forgetting a stream keeps the times of those heard from before it', () => {
+  const { windows, advance } = windowsWithClock();
+  transfer(windows, 1);
+  transfer(windows, 3);
+  windows.noteData(5, SMALL);
+  advance(LONE_STREAM_MS / 2);
+  windows.noteData(7, SMALL);
+  windows.noteData(9, SMALL);
+  windows.release(7);
+  windows.release(9);
+  advance(LONE_STREAM_MS / 2);
+  transfer(windows, 1);
+  transfer(windows, 3);
+  assert.equal(windows.windowFor(1, INITIAL_WINDOW), WIDE_WINDOW / 2, "stream 5's DATA has lapsed");
+});
+
 test('transfers beside an interactive stream that ends share at once', () => {
   const { windows } = windowsWithClock();
   transfer(windows, 1);

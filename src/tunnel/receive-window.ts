@@ -12,7 +12,9 @@
  *   an exchange with large replies interactive; classing each epoch afresh makes an exchange's
  *   DATA interactive again from the first epoch after a burst (a page, a `cat` in a shell), while
  *   a transfer's first TRANSFER_BYTES of each epoch stop counting as interactive once it has
- *   moved more.
+ *   moved more. On SHARED_WINDOW a stream reaches TRANSFER_BYTES in an epoch only at credit
+ *   round trips under about 240 ms; over longer ones, transfers once held to SHARED_WINDOW stay
+ *   there (docs/protocol.md, "Which window").
  * - While another stream receives interactive DATA, a stream gets SHARED_WINDOW,
  *   small enough that the interactive stream waits behind about 64 KiB rather than a whole
  *   window (in the benchmark's fairness workload, p99 under bulk 1.4-5 ms against 6-8 ms with
