@@ -229,7 +229,7 @@ export class ReceiveWindows {
     if (rate.countedInPrevious) this.#transfersInBoth += 1;
   }
 
-  /** Takes `rate`'s stream out of the counts of the current and the previous epoch. */
+  /** Takes the released `rate`'s stream out of the counts of the current and the previous epoch. */
   #uncount(rate: StreamRate): void {
     if (rate.countedIn === this.#epoch) {
       this.#transfers -= 1;
@@ -240,8 +240,6 @@ export class ReceiveWindows {
     } else if (rate.countedIn === this.#epoch - 1) {
       this.#previousTransfers -= 1;
     }
-    rate.countedIn = Number.NEGATIVE_INFINITY;
-    rate.countedInPrevious = false;
   }
 
   #advanceEpoch(now: number): void {
