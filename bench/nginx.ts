@@ -90,8 +90,12 @@ export class Nginx {
       stderr += chunk.toString();
     });
     let failure: Error | undefined;
-    child.once('error', (error) => {
-      failure = error;
+    let started = false;
+    // 'on', not 'once': a failed kill in close() emits 'error' too, after a spawn failure or
+    // once nginx runs; then it is reported, not thrown from an event with no listener.
+    child.on('error', (error) => {
+      if (started) process.stderr.write(`nginx: ${error.message}\n`);
+      else failure ??= error;
     });
     child.once('exit', (code) => {
       failure ??= new Error(`nginx exited with ${code}: ${stderr.trim() || nginx.#errorLog()}`);
@@ -108,6 +112,7 @@ export class Nginx {
       }
       await sleep(20);
     }
+    started = true;
     return nginx;
   }
 
