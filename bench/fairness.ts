@@ -3,18 +3,55 @@
  * (so the tunnel is saturated), while the parent measures 64-byte round trips on a second,
  * interactive connection through the same door. Baseline: the same two loads made directly.
  */
-import { openDoor } from './doors.js';
+import { type DoorSpec, openDoor } from './doors.js';
 import { Echoer } from './exchange.js';
+import type { BenchProcess } from './ipc.js';
 import type { SaturationResult } from './load-process.js';
+import type { Endpoint } from './socks5-client.js';
 import { latencyPercentiles, summarize } from './stats.js';
 import type { Row } from './table.js';
 import { doorsWithBaseline, endpoint, type Workload, type WorkloadContext } from './workload.js';
 
-interface FairnessResult {
+export interface FairnessResult {
   p50: number;
   p99: number;
   roundTrips: number;
   bulkMBps: number;
+}
+
+/**
+ * `warmup` round trips, then as many as `seconds` allow, on a connection through `spec` to
+ * `echo`, while the load process keeps a download from `source` running through the same door.
+ */
+export async function roundTripsUnderBulk(
+  load: BenchProcess<unknown>,
+  spec: DoorSpec,
+  echo: Endpoint,
+  source: Endpoint,
+  seconds: number,
+  warmup: number,
+): Promise<FairnessResult> {
+  const echoer = new Echoer(await openDoor(spec).connect(echo));
+  let result: FairnessResult;
+  try {
+    for (let i = 0; i < warmup; i++) await echoer.roundTrip();
+    await load.request('saturate', { door: spec, target: source });
+    const samples: number[] = [];
+    const deadline = performance.now() + seconds * 1000;
+    try {
+      while (performance.now() < deadline) samples.push(await echoer.roundTrip());
+    } finally {
+      const bulk = await load.request<SaturationResult>('stop');
+      result = {
+        ...latencyPercentiles(samples),
+        roundTrips: samples.length,
+        bulkMBps: bulk.bytes / 1e6 / bulk.seconds,
+      };
+    }
+  } finally {
+    await echoer.close();
+  }
+  return result;
 }
 
 export const fairnessWorkload: Workload = {
@@ -27,26 +64,14 @@ export const fairnessWorkload: Workload = {
     const results = new Map<string, FairnessResult[]>();
     for (let run = 1; run <= profile.runs; run++) {
       for (const { spec, name } of doors) {
-        const echoer = new Echoer(await openDoor(spec).connect(echo));
-        let result: FairnessResult;
-        try {
-          for (let i = 0; i < profile.warmupRoundTrips; i++) await echoer.roundTrip();
-          await system.load.request('saturate', { door: spec, target: source });
-          const samples: number[] = [];
-          const deadline = performance.now() + profile.fairnessSeconds * 1000;
-          try {
-            while (performance.now() < deadline) samples.push(await echoer.roundTrip());
-          } finally {
-            const bulk = await system.load.request<SaturationResult>('stop');
-            result = {
-              ...latencyPercentiles(samples),
-              roundTrips: samples.length,
-              bulkMBps: bulk.bytes / 1e6 / bulk.seconds,
-            };
-          }
-        } finally {
-          await echoer.close();
-        }
+        const result = await roundTripsUnderBulk(
+          system.load,
+          spec,
+          echo,
+          source,
+          profile.fairnessSeconds,
+          profile.warmupRoundTrips,
+        );
         await system.idle();
         results.set(name, [...(results.get(name) ?? []), result]);
         context.progress(

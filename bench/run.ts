@@ -23,6 +23,7 @@ import { latencyWorkload } from './latency.js';
 import { streamsWorkload } from './streams.js';
 import { BenchSystem } from './system.js';
 import { type Row, renderTable } from './table.js';
+import { wanWorkload } from './wan.js';
 import {
   doorsWithBaseline,
   endpoint,
@@ -42,6 +43,7 @@ const WORKLOADS: readonly Workload[] = [
   externalWorkload,
   latencyWorkload,
   fairnessWorkload,
+  wanWorkload,
   streamsWorkload,
   multicoreWorkload,
 ];

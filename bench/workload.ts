@@ -21,6 +21,8 @@ export interface Profile {
   streamCounts: readonly number[];
   /** How long the interactive stream is measured while the bulk stream saturates. */
   fairnessSeconds: number;
+  /** How long each download over the long path is measured (bench/wan.ts). */
+  wanSeconds: number;
 }
 
 export const PROFILES: Record<Profile['name'], Profile> = {
@@ -34,6 +36,7 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     warmupRoundTrips: 200,
     streamCounts: [1_000, 10_000],
     fairnessSeconds: 3,
+    wanSeconds: 3,
   },
   quick: {
     name: 'quick',
@@ -45,6 +48,7 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     warmupRoundTrips: 50,
     streamCounts: [1_000],
     fairnessSeconds: 1,
+    wanSeconds: 1,
   },
 };
 
