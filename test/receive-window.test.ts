@@ -3,8 +3,10 @@ import { test } from 'node:test';
 import { INITIAL_WINDOW } from '../src/tunnel/constants.js';
 import {
   LONE_STREAM_MS,
+  MAX_SHARED_WINDOW,
   MAX_WIDE_STREAMS,
   ReceiveWindows,
+  SHARED_BYTES_PER_MS,
   SHARED_WINDOW,
   TRANSFER_BYTES,
   TRANSFER_EPOCH_MS,
@@ -15,13 +17,24 @@ import {
 const SMALL = 100;
 const FRAME = 64 * 1024;
 
-/** A ReceiveWindows on a clock the test moves. */
-function windowsWithClock(): { windows: ReceiveWindows; advance(ms: number): void } {
+/** A ReceiveWindows on a clock the test moves, on a tunnel whose round trip the test sets. */
+function windowsWithClock(): {
+  windows: ReceiveWindows;
+  advance(ms: number): void;
+  setRoundTrip(ms: number | undefined): void;
+} {
   let now = 1_000;
+  let roundTrip: number | undefined;
   return {
-    windows: new ReceiveWindows(() => now),
+    windows: new ReceiveWindows(
+      () => now,
+      () => roundTrip,
+    ),
     advance(ms) {
       now += ms;
+    },
+    setRoundTrip(ms) {
+      roundTrip = ms;
     },
   };
 }
@@ -333,4 +346,64 @@ test('transfers that start beside an interactive stream do not make the receiver
   }
   windows.noteData(1, FRAME);
   assert.equal(windows.windowFor(1, INITIAL_WINDOW), SHARED_WINDOW, 'stream 3 is still there');
+});
+
+test('the shared window grows with the tunnel round trip, from SHARED_WINDOW to MAX_SHARED_WINDOW', () => {
+  const { windows, setRoundTrip } = windowsWithClock();
+  transfer(windows, 1);
+  windows.noteData(3, SMALL);
+  windows.noteData(1, FRAME);
+  const cases: [number | undefined, number][] = [
+    [undefined, SHARED_WINDOW],
+    [0.2, SHARED_WINDOW],
+    [SHARED_WINDOW / SHARED_BYTES_PER_MS, SHARED_WINDOW],
+    [10, 10 * SHARED_BYTES_PER_MS],
+    [12.5, Math.floor(12.5 * SHARED_BYTES_PER_MS)],
+    [MAX_SHARED_WINDOW / SHARED_BYTES_PER_MS, MAX_SHARED_WINDOW],
+    [250, MAX_SHARED_WINDOW],
+  ];
+  for (const [roundTrip, expected] of cases) {
+    setRoundTrip(roundTrip);
+    assert.equal(windows.windowFor(1, INITIAL_WINDOW), expected, `transfer at ${roundTrip} ms`);
+    assert.equal(windows.windowFor(3, INITIAL_WINDOW), expected, `exchange at ${roundTrip} ms`);
+  }
+  assert.ok(
+    10 * SHARED_BYTES_PER_MS > SHARED_WINDOW && 10 * SHARED_BYTES_PER_MS < MAX_SHARED_WINDOW,
+  );
+});
+
+test('transfers sharing WIDE_WINDOW get no less than the shared window', () => {
+  const { windows, advance, setRoundTrip } = windowsWithClock();
+  const streams = [1, 3, 5, 7, 9, 11];
+  for (const streamId of streams) transfer(windows, streamId);
+  advance(LONE_STREAM_MS);
+  for (const streamId of streams) windows.noteData(streamId, FRAME);
+  setRoundTrip(100);
+  assert.ok(MAX_SHARED_WINDOW > WIDE_WINDOW / streams.length);
+  const granted = streams.map((streamId) => windows.windowFor(streamId, INITIAL_WINDOW));
+  assert.deepEqual(granted, [
+    ...Array<number>(MAX_WIDE_STREAMS).fill(MAX_SHARED_WINDOW),
+    ...Array<number>(streams.length - MAX_WIDE_STREAMS).fill(INITIAL_WINDOW),
+  ]);
+});
+
+test('over a long round trip a transfer beside an interactive stream counts as one within an epoch', () => {
+  const { windows, advance, setRoundTrip } = windowsWithClock();
+  const roundTripMs = 250;
+  setRoundTrip(roundTripMs);
+  windows.noteData(1, SMALL);
+  // Stream 1 gets one window per round trip, each granted right after a small message of
+  // stream 3's.
+  for (let elapsed = 0; elapsed < TRANSFER_EPOCH_MS - roundTripMs; elapsed += roundTripMs) {
+    windows.noteData(3, SMALL);
+    const window = windows.windowFor(1, 0);
+    assert.equal(window, MAX_SHARED_WINDOW, `at ${elapsed} ms`);
+    for (let bytes = 0; bytes < window; bytes += FRAME) windows.noteData(1, FRAME);
+    advance(roundTripMs);
+  }
+  transfer(windows, 5);
+  advance(LONE_STREAM_MS);
+  windows.noteData(1, SMALL);
+  windows.noteData(5, FRAME);
+  assert.equal(windows.windowFor(1, INITIAL_WINDOW), WIDE_WINDOW / 2, 'two transfers share');
 });

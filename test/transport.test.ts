@@ -1,6 +1,6 @@
 /**
  * WebSocketTransport over a real WebSocket on 127.0.0.1: how frames are gathered into messages,
- * and that nothing sent before a close is lost.
+ * that nothing sent before a close is lost, and how it measures the round trip.
  */
 import './helpers/fail-on-unhandled.js';
 import assert from 'node:assert/strict';
@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
+import { startDelayRelay } from '../bench/delay-relay.js';
 import { encodeFrame, type Frame, FrameDecoder } from '../src/tunnel/codec.js';
 import { CloseCode, FrameType } from '../src/tunnel/constants.js';
 import { WebSocketTransport } from '../src/tunnel/transport.js';
@@ -27,14 +28,19 @@ after(async () => {
   await new Promise<void>((resolve) => wss.close(() => resolve()));
 });
 
-/** A transport on the sending end and the raw WebSocket that receives its messages. */
-async function connectedPair(): Promise<{
+/**
+ * A transport on the sending end and the raw WebSocket that receives its messages; through
+ * `viaPort` (a relay to the server) when given.
+ */
+async function connectedPair(viaPort = port): Promise<{
   transport: WebSocketTransport;
   messages: Buffer[];
   peer: WebSocket;
+  /** The WebSocket the transport owns; its events reach the transport's listeners first. */
+  ws: WebSocket;
 }> {
   const accepted = once(wss, 'connection') as Promise<[WebSocket]>;
-  const ws = new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate: false });
+  const ws = new WebSocket(`ws://127.0.0.1:${viaPort}`, { perMessageDeflate: false });
   await once(ws, 'open');
   const [peer] = await accepted;
   const messages: Buffer[] = [];
@@ -44,7 +50,7 @@ async function connectedPair(): Promise<{
     { heartbeatIntervalMs: 60_000, heartbeatTimeoutMs: 120_000, remoteAddress: 'test' },
     noHandlers,
   );
-  return { transport, messages, peer };
+  return { transport, messages, peer, ws };
 }
 
 /** Resolves once `messages` holds `count` entries. */
@@ -170,4 +176,28 @@ test('a frame sent after close() is dropped and its written callback still runs'
   transport.send(encodeFrame(data(5, 64 * 1024)), { written: () => written++ });
   assert.equal(written, 1);
   await once(peer, 'close');
+});
+
+test('the round trip is measured from a ping sent at once, and is no longer than it took', async () => {
+  const startedAt = performance.now();
+  const { transport, ws } = await connectedPair();
+  assert.equal(transport.leastRoundTripMs, undefined, 'no pong yet');
+  await once(ws, 'pong');
+  const roundTrip = transport.leastRoundTripMs;
+  assert.ok(roundTrip !== undefined && roundTrip >= 0, `${roundTrip} ms`);
+  assert.ok(roundTrip <= performance.now() - startedAt, `${roundTrip} ms`);
+  transport.destroy();
+});
+
+test('over a path with a 20 ms delay each way the round trip is at least 40 ms', async () => {
+  const relay = await startDelayRelay(port, 20);
+  try {
+    const { transport, ws } = await connectedPair(relay.port);
+    await once(ws, 'pong');
+    const roundTrip = transport.leastRoundTripMs;
+    assert.ok(roundTrip !== undefined && roundTrip >= 40, `${roundTrip} ms`);
+    transport.destroy();
+  } finally {
+    await relay.close();
+  }
 });

@@ -12,17 +12,23 @@
  *   an exchange with large replies interactive; classing each epoch afresh makes an exchange's
  *   DATA interactive again from the first epoch after a burst (a page, a `cat` in a shell), while
  *   a transfer's first TRANSFER_BYTES of each epoch stop counting as interactive once it has
- *   moved more. On SHARED_WINDOW a stream reaches TRANSFER_BYTES in an epoch only at credit
- *   round trips under about 240 ms; over longer ones, transfers once held to SHARED_WINDOW stay
- *   there (docs/protocol.md, "Which window").
- * - While another stream receives interactive DATA, a stream gets SHARED_WINDOW,
- *   small enough that the interactive stream waits behind about 64 KiB rather than a whole
- *   window (in the benchmark's fairness workload, p99 under bulk 1.4-5 ms against 6-8 ms with
- *   256 KiB). A stream that is not a transfer gets SHARED_WINDOW in any company.
+ *   moved more.
+ * - While another stream receives interactive DATA, a stream gets the shared window: small
+ *   enough that the interactive stream waits behind little of it rather than a whole window (in
+ *   the benchmark's fairness workload, p99 under bulk 1.4-5 ms with 64 KiB against 6-8 ms with
+ *   256 KiB). A stream that is not a transfer gets the shared window in any company. The shared
+ *   window is SHARED_BYTES_PER_MS for each millisecond of the tunnel's least ping round trip,
+ *   within SHARED_WINDOW and MAX_SHARED_WINDOW: on a short round trip it is SHARED_WINDOW, and
+ *   a transfer held to it still moves 64 KiB per millisecond; over a long one, where 64 KiB per
+ *   round trip would hold a download beside an open shell to about 1.3 MB/s at 50 ms, it grows
+ *   with the round trip (1 MiB from 32 ms up: about 20 MB/s at 50 ms), and the bytes it lets
+ *   into flight are then mostly on the way rather than queued ahead of the interactive stream.
+ *   A transfer held to it reaches TRANSFER_BYTES in an epoch, and so counts as one, at round
+ *   trips up to about four seconds.
  * - Transfers with only transfers beside them share WIDE_WINDOW: each gets WIDE_WINDOW divided by
  *   the number of streams counted as transfers in the current or the previous epoch (each once,
- *   and no longer once it has ended), and no less than INITIAL_WINDOW. With SHARED_WINDOW each, two downloads at once carried about two thirds of
- *   what one carried alone.
+ *   and no longer once it has ended), and no less than INITIAL_WINDOW or the shared window. With
+ *   64 KiB each, two downloads at once carried about two thirds of what one carried alone.
  * Every stream starts with INITIAL_WINDOW of credit (the protocol's constant); the window only
  * decides how much credit is granted back. A wide stream that meets company gets no new credit
  * until it has consumed its excess. Credit once granted cannot be taken back, so a stream counts
@@ -36,7 +42,10 @@
 import { INITIAL_WINDOW } from './constants.js';
 
 export const WIDE_WINDOW = 4 * 1024 * 1024;
+/** The shared window's least size, and the bytes it grows by per millisecond of round trip. */
 export const SHARED_WINDOW = 64 * 1024;
+export const SHARED_BYTES_PER_MS = 32 * 1024;
+export const MAX_SHARED_WINDOW = 1024 * 1024;
 /** How long no other stream may have received DATA before a stream's window widens. */
 export const LONE_STREAM_MS = 100;
 export const MAX_WIDE_STREAMS = 4;
@@ -127,9 +136,15 @@ export class ReceiveWindows {
   #transfersInBoth = 0;
   #wide = new Set<number>();
   #now: () => number;
+  #roundTripMs: () => number | undefined;
 
-  constructor(now: () => number = () => performance.now()) {
+  /** `roundTripMs` gives the tunnel's least round trip so far, undefined while unknown. */
+  constructor(
+    now: () => number = () => performance.now(),
+    roundTripMs: () => number | undefined = () => undefined,
+  ) {
     this.#now = now;
+    this.#roundTripMs = roundTripMs;
   }
 
   /** A DATA frame of `length` payload bytes arrived for `streamId`. */
@@ -203,15 +218,22 @@ export class ReceiveWindows {
   /** The window the policy above gives `streamId`, before the limit on wide streams. */
   #wanted(streamId: number, now: number): number {
     if (now - this.#anyData.othersAt(streamId) >= LONE_STREAM_MS) return WIDE_WINDOW;
-    if (now - this.#interactiveData.othersAt(streamId) < LONE_STREAM_MS) return SHARED_WINDOW;
+    const shared = this.#sharedWindow();
+    if (now - this.#interactiveData.othersAt(streamId) < LONE_STREAM_MS) return shared;
     this.#advanceEpoch(now);
     const rate = this.#rates.get(streamId);
-    if (rate === undefined || !this.#isTransfer(rate)) return SHARED_WINDOW;
+    if (rate === undefined || !this.#isTransfer(rate)) return shared;
     const transfers = Math.max(
       1,
       this.#transfers + this.#previousTransfers - this.#transfersInBoth,
     );
-    return Math.max(INITIAL_WINDOW, Math.floor(WIDE_WINDOW / transfers));
+    return Math.max(INITIAL_WINDOW, shared, Math.floor(WIDE_WINDOW / transfers));
+  }
+
+  #sharedWindow(): number {
+    const roundTrip = this.#roundTripMs() ?? 0;
+    const scaled = Math.floor(roundTrip * SHARED_BYTES_PER_MS);
+    return Math.min(MAX_SHARED_WINDOW, Math.max(SHARED_WINDOW, scaled));
   }
 
   #isTransfer(rate: StreamRate): boolean {

@@ -74,7 +74,7 @@ export class Session extends EventEmitter implements StreamHost {
   #incoming = new Map<number, Cancellation>();
   #nextLocalId: number;
   #highestPeerId = 0;
-  #receiveWindows = new ReceiveWindows();
+  #receiveWindows: ReceiveWindows;
   #sendWaiters: TunnelStream[] = [];
   #resumingWaiters = false;
   #drainTimer: NodeJS.Timeout | undefined;
@@ -85,6 +85,7 @@ export class Session extends EventEmitter implements StreamHost {
     this.id = options.id;
     this.role = options.role;
     this.#transport = transport;
+    this.#receiveWindows = new ReceiveWindows(undefined, () => transport.leastRoundTripMs);
     this.#log = options.logger;
     this.#onOpen = options.onOpen;
     // The gateway opens odd stream ids, the client even ones.

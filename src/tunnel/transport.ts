@@ -48,6 +48,11 @@ export interface FrameTransport {
   /** Immediate teardown; idempotent. */
   destroy(error?: Error): void;
   readonly remoteAddress: string;
+  /**
+   * The shortest ping round trip measured so far, in milliseconds, or undefined before the first
+   * pong: the tunnel's round trip with the least queueing in it.
+   */
+  readonly leastRoundTripMs: number | undefined;
 }
 
 export interface WebSocketTransportOptions {
@@ -100,6 +105,9 @@ export class WebSocketTransport implements FrameTransport {
   #finished = false;
   #error: Error | undefined;
   #lastHeardAt = performance.now();
+  /** When the ping now unanswered was sent. */
+  #pingSentAt: number | undefined;
+  #leastRoundTripMs: number | undefined;
   #heartbeatTimeoutMs: number;
   #pingTimer: NodeJS.Timeout;
   #livenessTimer: NodeJS.Timeout;
@@ -114,11 +122,17 @@ export class WebSocketTransport implements FrameTransport {
     ws.binaryType = 'nodebuffer';
     ws.on('message', (data, isBinary) => this.#onMessage(data as Buffer, isBinary));
     ws.on('ping', () => this.#heard());
-    ws.on('pong', () => this.#heard());
+    ws.on('pong', () => this.#onPong());
     ws.on('error', (err) => this.#recordError(err));
     ws.on('close', (code, reason) => this.#finish(code, reason.toString('utf8')));
     this.#pingTimer = setInterval(() => this.#ping(), options.heartbeatIntervalMs);
     this.#livenessTimer = setTimeout(() => this.#checkLiveness(), this.#heartbeatTimeoutMs);
+    // A first round trip at once: the receive windows scale with it (receive-window.ts).
+    this.#ping();
+  }
+
+  get leastRoundTripMs(): number | undefined {
+    return this.#leastRoundTripMs;
   }
 
   setHandlers(handlers: TransportHandlers): void {
@@ -245,7 +259,21 @@ export class WebSocketTransport implements FrameTransport {
   }
 
   #ping(): void {
+    if (this.#ws.readyState !== this.#ws.OPEN) return;
+    // While a ping is unanswered the next one is timed from the first: a pong cannot be matched
+    // to its ping, and the earlier time can only make the round trip look longer, never shorter.
+    this.#pingSentAt ??= performance.now();
     this.#ws.ping();
+  }
+
+  #onPong(): void {
+    this.#heard();
+    if (this.#pingSentAt === undefined) return;
+    const roundTrip = this.#lastHeardAt - this.#pingSentAt;
+    this.#pingSentAt = undefined;
+    if (this.#leastRoundTripMs === undefined || roundTrip < this.#leastRoundTripMs) {
+      this.#leastRoundTripMs = roundTrip;
+    }
   }
 
   #checkLiveness(): void {
