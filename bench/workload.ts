@@ -36,7 +36,7 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     warmupRoundTrips: 200,
     streamCounts: [1_000, 10_000],
     fairnessSeconds: 3,
-    wanSeconds: 3,
+    wanSeconds: 2,
   },
   quick: {
     name: 'quick',
