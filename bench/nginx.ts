@@ -65,6 +65,15 @@ export class Nginx {
   #child: ChildProcess;
   #dir: string;
   #exited: Promise<unknown>;
+  /**
+   * nginx has no IPC channel that would tell it the benchmark ended, so a benchmark that exits
+   * without closing it (an exception, a signal run.ts turns into an exit) kills it on the way,
+   * and removes its directory.
+   */
+  #killOnExit = () => {
+    this.#child.kill('SIGKILL');
+    rmSync(this.#dir, { recursive: true, force: true });
+  };
 
   private constructor(port: number, child: ChildProcess, dir: string) {
     this.port = port;
@@ -73,6 +82,7 @@ export class Nginx {
     // Only 'exit': 'error' also reports a failed kill, when nginx still runs. A child that could
     // not be spawned has no pid and is never waited for.
     this.#exited = new Promise((resolve) => child.once('exit', resolve));
+    process.once('exit', this.#killOnExit);
   }
 
   /** Starts nginx (from PATH) and resolves once it accepts connections. */
@@ -132,6 +142,7 @@ export class Nginx {
       await this.#exited;
       clearTimeout(killer);
     }
+    process.off('exit', this.#killOnExit);
     rmSync(this.#dir, { recursive: true, force: true });
   }
 

@@ -184,6 +184,18 @@ async function main(): Promise<void> {
   progress(`results written to ${file}`);
 }
 
+// Ended by a signal, the run still exits through 'exit', where what has no IPC channel to
+// notice the parent's end (nginx) is stopped; forked children close when their channel drops.
+for (const [signal, number] of [
+  ['SIGINT', 2],
+  ['SIGTERM', 15],
+] as const) {
+  process.once(signal, () => {
+    process.stderr.write(`bench interrupted by ${signal}\n`);
+    process.exit(128 + number);
+  });
+}
+
 main().catch((error: unknown) => {
   process.stderr.write(`bench failed: ${inspect(error)}\n`);
   process.exitCode = 1;
