@@ -87,6 +87,8 @@ export async function startDelayRelay(
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
+  // After listening, a failed accept (EMFILE) is reported; the relay goes on.
+  server.on('error', (error) => process.stderr.write(`delay relay: ${error.message}\n`));
   return {
     port: (server.address() as AddressInfo).port,
     async close() {

@@ -365,45 +365,61 @@ test('the shared window grows with the tunnel round trip, from SHARED_WINDOW to 
   for (const [roundTrip, expected] of cases) {
     setRoundTrip(roundTrip);
     assert.equal(windows.windowFor(1, INITIAL_WINDOW), expected, `transfer at ${roundTrip} ms`);
-    assert.equal(windows.windowFor(3, INITIAL_WINDOW), expected, `exchange at ${roundTrip} ms`);
+    assert.equal(windows.windowFor(3, 0), SHARED_WINDOW, `exchange at ${roundTrip} ms`);
   }
   assert.ok(
     10 * SHARED_BYTES_PER_MS > SHARED_WINDOW && 10 * SHARED_BYTES_PER_MS < MAX_SHARED_WINDOW,
   );
 });
 
-test('transfers sharing WIDE_WINDOW get no less than the shared window', () => {
-  const { windows, advance, setRoundTrip } = windowsWithClock();
-  const streams = [1, 3, 5, 7, 9, 11];
-  for (const streamId of streams) transfer(windows, streamId);
-  advance(LONE_STREAM_MS);
-  for (const streamId of streams) windows.noteData(streamId, FRAME);
+test('transfers beside an interactive stream share the shared window, each getting at least SHARED_WINDOW', () => {
+  const { windows, setRoundTrip } = windowsWithClock();
   setRoundTrip(100);
-  assert.ok(MAX_SHARED_WINDOW > WIDE_WINDOW / streams.length);
-  const granted = streams.map((streamId) => windows.windowFor(streamId, INITIAL_WINDOW));
-  assert.deepEqual(granted, [
-    ...Array<number>(MAX_WIDE_STREAMS).fill(MAX_SHARED_WINDOW),
-    ...Array<number>(streams.length - MAX_WIDE_STREAMS).fill(INITIAL_WINDOW),
-  ]);
+  const granted = (count: number) => {
+    const streams = Array.from({ length: count }, (_, index) => 2 * index + 1);
+    for (const streamId of streams) transfer(windows, streamId);
+    windows.noteData(1_000, SMALL);
+    for (const streamId of streams) windows.noteData(streamId, FRAME);
+    const windowsGranted = streams.map((streamId) => windows.windowFor(streamId, 0));
+    for (const streamId of streams) windows.release(streamId);
+    return windowsGranted;
+  };
+  assert.deepEqual(granted(2), [MAX_SHARED_WINDOW / 2, MAX_SHARED_WINDOW / 2]);
+  assert.deepEqual(granted(6), Array<number>(6).fill(Math.floor(MAX_SHARED_WINDOW / 6)));
+  assert.deepEqual(granted(20), Array<number>(20).fill(SHARED_WINDOW));
+  assert.equal(windows.wideCount, 0, 'released streams hold no wide place');
 });
 
-test('over a long round trip a transfer beside an interactive stream counts as one within an epoch', () => {
+test('over a long round trip streams that are not transfers take no wide place, so a download alone later is wide', () => {
+  const { windows, advance, setRoundTrip } = windowsWithClock();
+  setRoundTrip(50);
+  const exchanges = [1, 3, 5, 7];
+  for (let round = 0; round < 3; round++) {
+    for (const streamId of exchanges) windows.noteData(streamId, SMALL);
+    for (const streamId of exchanges) {
+      assert.equal(windows.windowFor(streamId, 0), SHARED_WINDOW, `stream ${streamId}`);
+    }
+    advance(50);
+  }
+  assert.equal(windows.wideCount, 0);
+  advance(LONE_STREAM_MS);
+  windows.noteData(9, FRAME);
+  assert.equal(windows.windowFor(9, INITIAL_WINDOW), WIDE_WINDOW);
+});
+
+test('over a long round trip a transfer beside an interactive stream gets the shared window, epoch after epoch', () => {
   const { windows, advance, setRoundTrip } = windowsWithClock();
   const roundTripMs = 250;
   setRoundTrip(roundTripMs);
-  windows.noteData(1, SMALL);
-  // Stream 1 gets one window per round trip, each granted right after a small message of
-  // stream 3's.
-  for (let elapsed = 0; elapsed < TRANSFER_EPOCH_MS - roundTripMs; elapsed += roundTripMs) {
+  // Stream 1 receives its initial credit in the first round trip, then in each one what the
+  // last grant allowed, while stream 3 sends a small message every round trip.
+  let window = INITIAL_WINDOW;
+  for (let elapsed = 0; elapsed < 3 * TRANSFER_EPOCH_MS; elapsed += roundTripMs) {
     windows.noteData(3, SMALL);
-    const window = windows.windowFor(1, 0);
-    assert.equal(window, MAX_SHARED_WINDOW, `at ${elapsed} ms`);
     for (let bytes = 0; bytes < window; bytes += FRAME) windows.noteData(1, FRAME);
+    window = windows.windowFor(1, 0);
+    const expected = elapsed === 0 ? SHARED_WINDOW : MAX_SHARED_WINDOW;
+    assert.equal(window, expected, `at ${elapsed} ms`);
     advance(roundTripMs);
   }
-  transfer(windows, 5);
-  advance(LONE_STREAM_MS);
-  windows.noteData(1, SMALL);
-  windows.noteData(5, FRAME);
-  assert.equal(windows.windowFor(1, INITIAL_WINDOW), WIDE_WINDOW / 2, 'two transfers share');
 });

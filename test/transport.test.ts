@@ -201,3 +201,54 @@ test('over a path with a 20 ms delay each way the round trip is at least 40 ms',
     await relay.close();
   }
 });
+
+test('pings go out at once and again in the first second, besides the heartbeat', async () => {
+  const { transport, peer } = await connectedPair();
+  try {
+    // The heartbeat is a minute away: three pings within ten seconds are the early ones.
+    const signal = AbortSignal.timeout(10_000);
+    for (let pings = 0; pings < 3; pings++) await once(peer, 'ping', { signal });
+  } finally {
+    transport.destroy();
+  }
+});
+
+test('each ping is timed from its own sending once the one before was answered, and the shortest is kept', async () => {
+  const slowServer = new WebSocketServer({
+    host: '127.0.0.1',
+    port: 0,
+    perMessageDeflate: false,
+    autoPong: false,
+  });
+  await once(slowServer, 'listening');
+  const ws = new WebSocket(`ws://127.0.0.1:${(slowServer.address() as AddressInfo).port}`, {
+    perMessageDeflate: false,
+  });
+  try {
+    const accepted = once(slowServer, 'connection') as Promise<[WebSocket]>;
+    await once(ws, 'open');
+    const [peer] = await accepted;
+    // The first ping is answered after 100 ms, the later ones at once.
+    let pings = 0;
+    peer.on('ping', () => {
+      pings += 1;
+      if (pings === 1) setTimeout(() => peer.pong(), 100);
+      else peer.pong();
+    });
+    const transport = new WebSocketTransport(
+      ws,
+      { heartbeatIntervalMs: 60_000, heartbeatTimeoutMs: 120_000, remoteAddress: 'test' },
+      noHandlers,
+    );
+    await once(ws, 'pong');
+    const first = transport.leastRoundTripMs;
+    assert.ok(first !== undefined && first >= 100, `${first} ms`);
+    await once(ws, 'pong');
+    const least = transport.leastRoundTripMs;
+    assert.ok(least !== undefined && least < 100, `${least} ms after a pong at once`);
+    transport.destroy();
+  } finally {
+    ws.terminate();
+    await new Promise<void>((resolve) => slowServer.close(() => resolve()));
+  }
+});

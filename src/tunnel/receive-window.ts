@@ -13,22 +13,27 @@
  *   DATA interactive again from the first epoch after a burst (a page, a `cat` in a shell), while
  *   a transfer's first TRANSFER_BYTES of each epoch stop counting as interactive once it has
  *   moved more.
- * - While another stream receives interactive DATA, a stream gets the shared window: small
- *   enough that the interactive stream waits behind little of it rather than a whole window (in
- *   the benchmark's fairness workload, p99 under bulk 1.4-5 ms with 64 KiB against 6-8 ms with
- *   256 KiB). A stream that is not a transfer gets the shared window in any company. The shared
- *   window is SHARED_BYTES_PER_MS for each millisecond of the tunnel's least ping round trip,
- *   within SHARED_WINDOW and MAX_SHARED_WINDOW: on a short round trip it is SHARED_WINDOW, and
- *   a transfer held to it still moves 64 KiB per millisecond; over a long one, where 64 KiB per
- *   round trip would hold a download beside an open shell to about 1.3 MB/s at 50 ms, it grows
- *   with the round trip (1 MiB from 32 ms up: about 20 MB/s at 50 ms), and the bytes it lets
- *   into flight are then mostly on the way rather than queued ahead of the interactive stream.
- *   A transfer held to it reaches TRANSFER_BYTES in an epoch, and so counts as one, at round
- *   trips up to about four seconds.
+ * - A stream that is not a transfer gets SHARED_WINDOW in any company: it moves little, and
+ *   neither needs more nor may hold more credit that it does not use.
+ * - While another stream receives interactive DATA, the transfers share the shared window, each
+ *   getting it divided by their number and no less than SHARED_WINDOW: small enough that the
+ *   interactive stream waits behind little data rather than whole windows (in the benchmark's
+ *   fairness workload, p99 under bulk 1.4-5 ms with 64 KiB against 6-8 ms with 256 KiB). The
+ *   shared window is SHARED_BYTES_PER_MS for each millisecond of the tunnel's least ping round
+ *   trip, within SHARED_WINDOW and MAX_SHARED_WINDOW. On a short round trip it is SHARED_WINDOW,
+ *   and a transfer held to it still moves 64 KiB per millisecond. Over a long one, 64 KiB per
+ *   round trip would hold a download beside an open shell to about 1.3 MB/s at 50 ms; the
+ *   shared window grows with the round trip instead (1 MiB from 32 ms up: about 20 MB/s at 50
+ *   ms for one transfer), on the assumption that the path carries about 32 MB/s, so that what
+ *   it lets into flight is mostly on the way rather than queued ahead of the interactive
+ *   stream. On a slower path up to MAX_SHARED_WINDOW can queue ahead of it. One transfer held
+ *   to the shared window moves more than TRANSFER_BYTES an epoch, and so stays a transfer, at
+ *   round trips up to about four seconds; transfers so many that each gets SHARED_WINDOW, at
+ *   round trips up to about 240 ms.
  * - Transfers with only transfers beside them share WIDE_WINDOW: each gets WIDE_WINDOW divided by
  *   the number of streams counted as transfers in the current or the previous epoch (each once,
- *   and no longer once it has ended), and no less than INITIAL_WINDOW or the shared window. With
- *   64 KiB each, two downloads at once carried about two thirds of what one carried alone.
+ *   and no longer once it has ended), and no less than INITIAL_WINDOW. With 64 KiB each, two
+ *   downloads at once carried about two thirds of what one carried alone.
  * Every stream starts with INITIAL_WINDOW of credit (the protocol's constant); the window only
  * decides how much credit is granted back. A wide stream that meets company gets no new credit
  * until it has consumed its excess. Credit once granted cannot be taken back, so a stream counts
@@ -218,18 +223,20 @@ export class ReceiveWindows {
   /** The window the policy above gives `streamId`, before the limit on wide streams. */
   #wanted(streamId: number, now: number): number {
     if (now - this.#anyData.othersAt(streamId) >= LONE_STREAM_MS) return WIDE_WINDOW;
-    const shared = this.#sharedWindow();
-    if (now - this.#interactiveData.othersAt(streamId) < LONE_STREAM_MS) return shared;
     this.#advanceEpoch(now);
     const rate = this.#rates.get(streamId);
-    if (rate === undefined || !this.#isTransfer(rate)) return shared;
+    if (rate === undefined || !this.#isTransfer(rate)) return SHARED_WINDOW;
     const transfers = Math.max(
       1,
       this.#transfers + this.#previousTransfers - this.#transfersInBoth,
     );
-    return Math.max(INITIAL_WINDOW, shared, Math.floor(WIDE_WINDOW / transfers));
+    if (now - this.#interactiveData.othersAt(streamId) < LONE_STREAM_MS) {
+      return Math.max(SHARED_WINDOW, Math.floor(this.#sharedWindow() / transfers));
+    }
+    return Math.max(INITIAL_WINDOW, Math.floor(WIDE_WINDOW / transfers));
   }
 
+  /** What the transfers beside an interactive stream share: it grows with the round trip. */
   #sharedWindow(): number {
     const roundTrip = this.#roundTripMs() ?? 0;
     const scaled = Math.floor(roundTrip * SHARED_BYTES_PER_MS);

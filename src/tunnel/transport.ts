@@ -80,6 +80,13 @@ const BATCH_FRAME_LIMIT = 16 * 1024;
 const BATCH_FLUSH_BYTES = 64 * 1024;
 const NO_OPTIONS: SendOptions = {};
 const NONE_WRITTEN: readonly (() => void)[] = [];
+/**
+ * Gaps between the pings sent besides the heartbeat, the first as the transport starts: a round
+ * trip at once, and more in the first seconds, since one measured while either process is busy
+ * starting up (a reconnect storm, a TLS handshake, a password check) comes out too long, and the
+ * receive windows scale with the shortest (receive-window.ts).
+ */
+const EARLY_PING_GAPS_MS: readonly number[] = [250, 750, 2_000];
 /** ws caps close reasons at 123 bytes. */
 const MAX_CLOSE_REASON = 120;
 
@@ -110,6 +117,7 @@ export class WebSocketTransport implements FrameTransport {
   #leastRoundTripMs: number | undefined;
   #heartbeatTimeoutMs: number;
   #pingTimer: NodeJS.Timeout;
+  #earlyPingTimer: NodeJS.Timeout | undefined;
   #livenessTimer: NodeJS.Timeout;
   #closeTimer: NodeJS.Timeout | undefined;
 
@@ -127,8 +135,8 @@ export class WebSocketTransport implements FrameTransport {
     ws.on('close', (code, reason) => this.#finish(code, reason.toString('utf8')));
     this.#pingTimer = setInterval(() => this.#ping(), options.heartbeatIntervalMs);
     this.#livenessTimer = setTimeout(() => this.#checkLiveness(), this.#heartbeatTimeoutMs);
-    // A first round trip at once: the receive windows scale with it (receive-window.ts).
     this.#ping();
+    this.#pingEarly(0);
   }
 
   get leastRoundTripMs(): number | undefined {
@@ -266,6 +274,15 @@ export class WebSocketTransport implements FrameTransport {
     this.#ws.ping();
   }
 
+  #pingEarly(index: number): void {
+    const gap = EARLY_PING_GAPS_MS[index];
+    if (gap === undefined) return;
+    this.#earlyPingTimer = setTimeout(() => {
+      this.#ping();
+      this.#pingEarly(index + 1);
+    }, gap);
+  }
+
   #onPong(): void {
     this.#heard();
     if (this.#pingSentAt === undefined) return;
@@ -299,6 +316,7 @@ export class WebSocketTransport implements FrameTransport {
 
   #stopTimers(): void {
     clearInterval(this.#pingTimer);
+    clearTimeout(this.#earlyPingTimer);
     clearTimeout(this.#livenessTimer);
   }
 
