@@ -184,8 +184,9 @@ async function main(): Promise<void> {
   progress(`results written to ${file}`);
 }
 
-// Ended by a signal, the run still exits through 'exit', where what has no IPC channel to
-// notice the parent's end (nginx) is stopped; forked children close when their channel drops.
+// A run ended by SIGINT or SIGTERM leaves through process.exit, so that 'exit' handlers run:
+// nginx, which has no IPC channel to notice its parent is gone, is killed there. Forked
+// children close by themselves when their channel drops.
 for (const [signal, number] of [
   ['SIGINT', 2],
   ['SIGTERM', 15],

@@ -1,9 +1,10 @@
 /**
- * Workload 7, long path: a second gateway and client, joined through delay relays (bench/delay-relay.ts)
- * that hold every byte `WAN_DELAY_MS` each way, so that the tunnel's round trip is 50 ms, as
- * between a gateway and a client in different regions. Through its SOCKS5 door, for
- * `wanSeconds` each: a download alone, and a download beside an interactive stream making
- * 64-byte round trips back to back (their p50 and p99, and the download's rate meanwhile).
+ * Workload 7, long path: a second gateway and client, joined through a delay relay
+ * (bench/delay-relay.ts) that holds every byte `WAN_DELAY_MS` each way, so that the tunnel's
+ * round trip is 50 ms, as between a gateway and a client in different regions. Through its
+ * SOCKS5 door, for `wanSeconds` each: a download alone, and a download beside an interactive
+ * stream making 64-byte round trips back to back (their p50 and p99, and the download's rate
+ * meanwhile).
  * Baseline: the same loads without Postern over the same kind of path: delay relays in front
  * of the targets. The path has no bandwidth limit, so Postern's figures are what its windows
  * allow over that round trip, and the baseline's are what TCP and the relay manage.
