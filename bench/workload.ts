@@ -48,7 +48,7 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     warmupRoundTrips: 50,
     streamCounts: [1_000],
     fairnessSeconds: 1,
-    wanSeconds: 1,
+    wanSeconds: 0.5,
   },
 };
 
