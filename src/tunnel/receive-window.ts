@@ -13,8 +13,8 @@
  *   DATA interactive again from the first epoch after a burst (a page, a `cat` in a shell), while
  *   a transfer's first TRANSFER_BYTES of each epoch stop counting as interactive once it has
  *   moved more.
- * - A stream that is not a transfer gets SHARED_WINDOW in any company: it moves little, and
- *   neither needs more nor may hold more credit that it does not use.
+ * - A stream that is not a transfer gets SHARED_WINDOW in any company: it moves little and
+ *   needs no more.
  * - While another stream receives interactive DATA, the transfers share the shared window, each
  *   getting it divided by their number and no less than SHARED_WINDOW: small enough that the
  *   interactive stream waits behind little data rather than whole windows (in the benchmark's
@@ -26,10 +26,12 @@
  *   shared window grows with the round trip instead (1 MiB from 32 ms up: about 20 MB/s at 50
  *   ms for one transfer), on the assumption that the path carries about 32 MB/s, so that what
  *   it lets into flight is mostly on the way rather than queued ahead of the interactive
- *   stream. On a slower path up to MAX_SHARED_WINDOW can queue ahead of it. One transfer held
- *   to the shared window moves more than TRANSFER_BYTES an epoch, and so stays a transfer, at
- *   round trips up to about four seconds; transfers so many that each gets SHARED_WINDOW, at
- *   round trips up to about 240 ms.
+ *   stream. On a slower path up to MAX_SHARED_WINDOW (SHARED_WINDOW per transfer with more
+ *   than 16) can queue ahead of it. One transfer held to the shared window moves more than
+ *   TRANSFER_BYTES an epoch, and so stays a transfer, at round trips up to about four seconds;
+ *   transfers so many that each gets SHARED_WINDOW, at round trips up to about 240 ms. A new
+ *   stream must first receive more than TRANSFER_BYTES within one epoch, which over round
+ *   trips above about 250 ms often fails (docs/protocol.md, "Which window").
  * - Transfers with only transfers beside them share WIDE_WINDOW: each gets WIDE_WINDOW divided by
  *   the number of streams counted as transfers in the current or the previous epoch (each once,
  *   and no longer once it has ended), and no less than INITIAL_WINDOW. With 64 KiB each, two
