@@ -152,6 +152,15 @@ export class BenchSystem {
     return { kind: 'socks5-relay', proxy: benchProxy(this.socks5RelayProcess.ready.port) };
   }
 
+  /**
+   * A further gateway and client, started as the system's own are, for a workload that needs a
+   * tunnel of its own. `route` may put something between them: it gets what the gateway
+   * announced and returns what the client is told to dial. The caller closes both.
+   */
+  startTunnel(route?: ClientRoute): Promise<Tunnel> {
+    return startTunnel(this.#options, route);
+  }
+
   /** Replaces gateway and client with fresh processes (for memory figures that start clean). */
   async restartTunnel(): Promise<void> {
     await this.#client.close();
@@ -217,15 +226,24 @@ function nodeFlags(options: SystemOptions, name: string): string[] {
   ];
 }
 
+/** What the client of a tunnel dials, given what its gateway announced. */
+export type ClientRoute = (gateway: GatewayReady) => Promise<GatewayReady>;
+
+export interface Tunnel {
+  gateway: BenchProcess<GatewayReady>;
+  client: BenchProcess<ClientReady>;
+}
+
 async function startTunnel(
   options: SystemOptions,
-): Promise<{ gateway: BenchProcess<GatewayReady>; client: BenchProcess<ClientReady> }> {
+  route: ClientRoute = async (gateway) => gateway,
+): Promise<Tunnel> {
   const gateway = await BenchProcess.start<GatewayReady>('gateway', './gateway-process.js', {
     execArgv: nodeFlags(options, 'gateway'),
   });
   try {
     const client = await BenchProcess.start<ClientReady>('client', './client-process.js', {
-      args: [JSON.stringify(gateway.ready)],
+      args: [JSON.stringify(await route(gateway.ready))],
       execArgv: nodeFlags(options, 'client'),
     });
     return { gateway, client };

@@ -9,10 +9,9 @@
  * of the targets. The path has no bandwidth limit, so Postern's figures are what its windows
  * allow over that round trip, and the baseline's are what TCP and the relay manage.
  */
-import { POSTERN_NODE_FLAGS } from '../src/node-flags.js';
-import type { ClientReady } from './client-process.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { DelayRelayReady } from './delay-relay-process.js';
-import { DIRECT, type DoorSpec, type GatewayReady, proxiedDoors } from './doors.js';
+import { DIRECT, type DoorSpec, proxiedDoors } from './doors.js';
 import { type FairnessResult, roundTripsUnderBulk } from './fairness.js';
 import { BenchProcess } from './ipc.js';
 import type { SaturationResult } from './load-process.js';
@@ -44,34 +43,28 @@ async function startLongPath(
   context: WorkloadContext,
   started: BenchProcess<unknown>[],
 ): Promise<Route[]> {
-  const track = async <Ready>(starting: Promise<BenchProcess<Ready>>) => {
-    const child = await starting;
-    started.push(child as BenchProcess<unknown>);
-    return child;
-  };
   const { echoTarget, bulkTarget } = context.system;
-  const gateway = await track(
-    BenchProcess.start<GatewayReady>('wan gateway', './gateway-process.js', {
-      execArgv: [...POSTERN_NODE_FLAGS],
-    }),
-  );
-  const relays = await track(
-    BenchProcess.start<DelayRelayReady>('delay relays', './delay-relay-process.js', {
-      args: [
-        String(WAN_DELAY_MS),
-        String(gateway.ready.tunnelPort),
-        String(echoTarget.ready.echoPort),
-        String(bulkTarget.ready.sourcePort),
-      ],
-    }),
-  );
-  const [tunnelPort, echoPort, sourcePort] = relays.ready.ports as [number, number, number];
-  await track(
-    BenchProcess.start<ClientReady>('wan client', './client-process.js', {
-      args: [JSON.stringify({ ...gateway.ready, tunnelPort })],
-      execArgv: [...POSTERN_NODE_FLAGS],
-    }),
-  );
+  let echoPort = 0;
+  let sourcePort = 0;
+  const { gateway, client } = await context.system.startTunnel(async (ready) => {
+    const relays = await BenchProcess.start<DelayRelayReady>(
+      'delay relays',
+      './delay-relay-process.js',
+      {
+        args: [
+          String(WAN_DELAY_MS),
+          String(ready.tunnelPort),
+          String(echoTarget.ready.echoPort),
+          String(bulkTarget.ready.sourcePort),
+        ],
+      },
+    );
+    started.push(relays);
+    const [tunnelPort, ...targets] = relays.ready.ports as [number, number, number];
+    [echoPort, sourcePort] = targets;
+    return { ...ready, tunnelPort };
+  });
+  started.push(gateway, client);
   const socks5 = proxiedDoors(gateway.ready).find((spec) => spec.kind === 'socks5');
   if (!socks5) throw new Error('the benchmark gateway has no SOCKS5 door');
   return [
@@ -88,7 +81,7 @@ async function startLongPath(
 async function downloadAlone(context: WorkloadContext, route: Route): Promise<number> {
   const { load } = context.system;
   await load.request('saturate', { door: route.spec, target: route.source });
-  await new Promise((resolve) => setTimeout(resolve, context.profile.wanSeconds * 1000));
+  await sleep(context.profile.wanSeconds * 1000);
   const bulk = await load.request<SaturationResult>('stop');
   return bulk.bytes / 1e6 / bulk.seconds;
 }
